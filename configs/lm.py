@@ -1,0 +1,90 @@
+r"""Language-model training on the built-in corpus (the foundation job).
+
+Run:
+  python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/mtspec_lm
+Variants (after the colon): tiny (tests), small (CPU benchmark shape, ~10.2M params),
+llama3_8b and qwen3_32b (full-size shapes of the published models).
+Override any key: --config.train.steps=100 --config.mesh.shape="(1,-1,1)"
+"""
+import ml_collections
+
+
+def model_config(variant: str) -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 8192
+  m.d_model = 384
+  m.n_layers = 4
+  m.n_heads = 6
+  m.n_kv_heads = 6
+  m.head_dim = 0  # 0 = d_model // n_heads
+  m.d_ff = 1024
+  m.rope_theta = 10_000.0
+  m.norm_eps = 1e-5
+  m.tie_embeddings = True
+  m.qkv_bias = False  # Qwen2-style biases on the q/k/v projections
+  m.qk_norm = False  # Qwen3-style RMSNorm on queries and keys
+  m.dtype = 'float32'  # compute dtype
+  m.param_dtype = 'float32'
+  m.remat = 'none'  # none | full | dots (save matmul outputs)
+  m.attention = 'xla'  # xla | cudnn (GPU flash attention; packed segments need xla)
+  if variant == 'tiny':
+    m.update(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
+  elif variant == 'small':
+    pass
+  elif variant == 'llama3_8b':
+    m.update(vocab_size=128_256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+             d_ff=14_336, rope_theta=500_000.0, tie_embeddings=False, dtype='bfloat16')
+  elif variant == 'qwen3_32b':
+    m.update(vocab_size=151_936, d_model=5120, n_layers=64, n_heads=64, n_kv_heads=8,
+             head_dim=128, d_ff=25_600, rope_theta=1_000_000.0, norm_eps=1e-6,
+             tie_embeddings=False, qk_norm=True, dtype='bfloat16')
+  else:
+    raise ValueError(f'unknown variant {variant!r} in configs/lm.py '
+                     '(expected tiny, small, llama3_8b or qwen3_32b)')
+  return m
+
+
+def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = model_config(variant)
+
+  # Mesh axes are always (data, fsdp, tensor); -1 takes all remaining devices.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (1, -1, 1)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'builtin'  # builtin | tfds:<name>[:version] | jsonl:<path>
+  c.data.tfds_data_dir = ''  # '' = <workdir>/../tfds cache next to the workdir (see data.sources)
+  c.data.split = 'train'
+  c.data.text_key = 'text'
+  c.data.builtin_docs = 20_000  # documents in the generated built-in corpus
+  c.data.tokenizer = ''  # path to a SentencePiece .model; '' = train one on the data
+  c.data.num_threads = 2
+  c.data.prefetch = 4
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.steps = 120
+  c.train.batch_size = 16  # global, in sequences per optimizer step
+  c.train.seq_len = 256
+  c.train.grad_accum = 1
+  c.train.lr = 3e-3
+  c.train.min_lr_ratio = 0.1
+  c.train.warmup_steps = 12
+  c.train.schedule = 'cosine'  # cosine | wsd (warmup-stable-decay)
+  c.train.decay_fraction = 0.2  # wsd: share of steps spent decaying
+  c.train.weight_decay = 0.1
+  c.train.b1 = 0.9
+  c.train.b2 = 0.95
+  c.train.eps = 1e-8
+  c.train.grad_clip = 1.0
+  c.train.log_every = 10
+  c.train.ckpt_every = 40
+  c.train.keep_ckpts = 2
+  c.train.peak_flops = 0.0  # per device; 0 = known chip peak, or measured on CPU
+
+  if variant == 'tiny':
+    c.data.builtin_docs = 2000
+    c.train.update(steps=40, batch_size=8, seq_len=64, warmup_steps=5, log_every=5,
+                   ckpt_every=20)
+  return c

@@ -1,0 +1,1 @@
+"""mtspec: Model Spec Midtraining in JAX."""

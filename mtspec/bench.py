@@ -1,0 +1,128 @@
+"""Benchmark: train-step throughput and MFU, optionally beside transformers + torch.
+
+  python -m mtspec.bench                 # small shape, seq 256, batch 16, float32
+  python -m mtspec.bench --torch         # + LlamaForCausalLM / torch AdamW on the same shape
+  python -m mtspec.bench --dtype=bfloat16
+
+Prints a table, then one JSON line with tokens_per_second, mfu and peak_flops.
+"""
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+from configs import lm
+from mtspec import metrics, model as model_lib, optim, sharding, step as step_lib, train_state
+
+
+def synthetic_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(4, vocab, (batch, seq + 1), dtype=np.int32)
+  ones = np.ones((batch, seq), np.int32)
+  return {'tokens': tokens[:, :-1], 'targets': tokens[:, 1:], 'segment_ids': ones,
+          'positions': np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
+          'loss_weights': ones.astype(np.float32)}
+
+
+def time_steps(run_step, n_warmup: int, n_steps: int) -> float:
+  """Seconds per step, after warm-up (compilation) steps."""
+  for _ in range(n_warmup):
+    run_step()
+  t = time.perf_counter()
+  for _ in range(n_steps):
+    run_step()
+  return (time.perf_counter() - t) / n_steps
+
+
+def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
+  t = cfg.train
+  mesh = sharding.make_mesh(cfg.mesh.shape)
+  schedule = optim.lr_schedule(t.lr, 1000, 10, 'cosine', 0.1)
+  opt = optim.make_optimizer(t, schedule)
+  shapes = train_state.model_shapes(cfg.model)
+  shards = train_state.state_shardings(mesh, opt, shapes)
+  state = [train_state.init_state(cfg.model, opt, 0, shards)]
+  step = step_lib.make_train_step(shapes.graphdef, opt, schedule, t.grad_accum, shards, mesh)
+  batch = sharding.to_global(synthetic_batch(cfg.model.vocab_size, t.batch_size, t.seq_len),
+                             mesh)
+
+  def run():
+    state[0], m = step(state[0], batch)
+    jax.block_until_ready(m['loss'])
+
+  return time_steps(run, n_warmup, n_steps)
+
+
+def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
+  import torch
+  import transformers
+  m, t = cfg.model, cfg.train
+  torch.manual_seed(0)
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=m.vocab_size, hidden_size=m.d_model, intermediate_size=m.d_ff,
+      num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads,
+      num_key_value_heads=m.n_kv_heads, tie_word_embeddings=m.tie_embeddings,
+      max_position_embeddings=t.seq_len, rope_theta=m.rope_theta)
+  model = transformers.LlamaForCausalLM(hf_cfg).float().train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=t.weight_decay)
+  ids = torch.randint(4, m.vocab_size, (t.batch_size, t.seq_len))
+
+  def run():
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+  return time_steps(run, n_warmup, n_steps)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument('--variant', default='small')
+  p.add_argument('--seq', type=int, default=256)
+  p.add_argument('--batch', type=int, default=16)
+  p.add_argument('--dtype', default='float32')
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--steps', type=int, default=8)
+  p.add_argument('--torch', action='store_true', help='also time transformers + torch')
+  args = p.parse_args()
+
+  cfg = lm.get_config(args.variant)
+  cfg.train.update(seq_len=args.seq, batch_size=args.batch)
+  cfg.model.dtype = args.dtype
+  tokens = args.batch * args.seq
+  peak = metrics.measure_matmul_peak('float32')
+  flops_tok = model_lib.flops_per_token(cfg.model, args.seq)
+  rows = []
+  sec = bench_mtspec(cfg, args.warmup, args.steps)
+  rows.append((f'mtspec (jax {jax.__version__}, {args.dtype})', sec))
+  if args.torch:
+    import torch
+    rows.append((f'transformers + torch {torch.__version__} (float32)',
+                 bench_torch(cfg, args.warmup, args.steps)))
+
+  n_params = model_lib.param_count(cfg.model)
+  print(f'\n{args.variant}: {n_params / 1e6:.2f}M params, seq {args.seq}, batch {args.batch}, '
+        f'{jax.device_count()} x {jax.devices()[0].device_kind}; measured float32 matmul peak '
+        f'{peak / 1e9:.1f} GFLOP/s per device')
+  print(f"| {'system':<44} | {'s/step':>7} | {'tokens/s':>9} | {'MFU':>6} |")
+  print(f"|{'-' * 46}|{'-' * 9}|{'-' * 11}|{'-' * 8}|")
+  for name, s in rows:
+    tps = tokens / s
+    print(f'| {name:<44} | {s:7.3f} | {tps:9.0f} | {tps * flops_tok / (peak * jax.device_count()):6.1%} |')
+  result = {'variant': args.variant, 'seq_len': args.seq, 'batch': args.batch,
+            'dtype': args.dtype, 'tokens_per_second': tokens / rows[0][1],
+            'mfu': tokens / rows[0][1] * flops_tok / (peak * jax.device_count()),
+            'peak_flops': peak, 'flops_per_token': flops_tok}
+  if args.torch:
+    result['torch_tokens_per_second'] = tokens / rows[1][1]
+    result['speedup_vs_torch'] = rows[1][1] / rows[0][1]
+    print(f'mtspec / torch speed ratio: {result["speedup_vs_torch"]:.2f}x')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  main()

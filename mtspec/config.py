@@ -1,0 +1,68 @@
+"""Up-front config validation: every error names the key, before anything compiles."""
+import jax
+
+from mtspec import sharding
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _require(ok: bool, key: str, value, why: str):
+  if not ok:
+    raise ConfigError(f'config.{key}={value!r}: {why}')
+
+
+def validate_model(m, prefix: str = 'model'):
+  for key in ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_ff'):
+    _require(int(m[key]) > 0, f'{prefix}.{key}', m[key], 'must be a positive integer')
+  if not m.head_dim:
+    _require(m.d_model % m.n_heads == 0, f'{prefix}.n_heads', m.n_heads,
+             f'must divide {prefix}.d_model={m.d_model} (or set {prefix}.head_dim)')
+  head_dim = m.head_dim or m.d_model // m.n_heads
+  _require(head_dim % 2 == 0, f'{prefix}.head_dim', head_dim, 'must be even for RoPE')
+  _require(m.n_heads % m.n_kv_heads == 0, f'{prefix}.n_kv_heads', m.n_kv_heads,
+           f'must divide {prefix}.n_heads={m.n_heads}')
+  _require(m.dtype in DTYPES, f'{prefix}.dtype', m.dtype, f'expected one of {DTYPES}')
+  _require(m.param_dtype in DTYPES, f'{prefix}.param_dtype', m.param_dtype,
+           f'expected one of {DTYPES}')
+  _require(m.remat in ('none', 'full', 'dots'), f'{prefix}.remat', m.remat,
+           'expected none, full or dots')
+  _require(m.attention in ('xla', 'cudnn'), f'{prefix}.attention', m.attention,
+           'expected xla or cudnn')
+  _require(m.rope_theta > 0, f'{prefix}.rope_theta', m.rope_theta, 'must be positive')
+
+
+def validate_train(t, n_data_shards: int):
+  for key in ('steps', 'batch_size', 'seq_len', 'grad_accum', 'log_every', 'ckpt_every',
+              'keep_ckpts'):
+    _require(int(t[key]) > 0, f'train.{key}', t[key], 'must be a positive integer')
+  _require(t.lr > 0, 'train.lr', t.lr, 'must be positive')
+  _require(0 <= t.warmup_steps <= t.steps, 'train.warmup_steps', t.warmup_steps,
+           f'must lie in [0, train.steps={t.steps}]')
+  _require(t.schedule in ('cosine', 'wsd'), 'train.schedule', t.schedule,
+           'expected cosine or wsd')
+  _require(0 < t.decay_fraction <= 1, 'train.decay_fraction', t.decay_fraction,
+           'must lie in (0, 1]')
+  _require(0 <= t.min_lr_ratio <= 1, 'train.min_lr_ratio', t.min_lr_ratio, 'must lie in [0, 1]')
+  _require(t.batch_size % t.grad_accum == 0, 'train.grad_accum', t.grad_accum,
+           f'must divide train.batch_size={t.batch_size}')
+  micro = t.batch_size // t.grad_accum
+  _require(micro % n_data_shards == 0, 'train.batch_size', t.batch_size,
+           f'each microbatch ({micro} rows) must split evenly over the {n_data_shards} '
+           'data x fsdp shards of mesh.shape')
+
+
+def validate(cfg, n_devices: int | None = None):
+  """Checks the whole config; returns the resolved mesh shape."""
+  n_devices = jax.device_count() if n_devices is None else n_devices
+  validate_model(cfg.model)
+  try:
+    shape = sharding.resolve_mesh_shape(cfg.mesh.shape, n_devices)
+  except ValueError as e:
+    raise ConfigError(f'config.mesh.shape: {e}') from None
+  validate_train(cfg.train, shape[0] * shape[1])
+  _require(cfg.model.vocab_size >= 8, 'model.vocab_size', cfg.model.vocab_size, 'too small')
+  return shape

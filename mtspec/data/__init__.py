@@ -1,0 +1,1 @@
+"""Data: sources on disk -> tokenizer -> packed batches -> global arrays."""

@@ -1,0 +1,75 @@
+"""The grain pipeline: example index -> text -> tokens -> packed rows -> batches.
+
+Which example sits at each position is a pure function of (seed, position): epoch e of a
+source is its own permutation (grain's index_shuffle), so the data order never depends on
+iterator state. Packing buffers across examples, so the iterator state is still saved with
+every checkpoint.
+"""
+import grain
+import numpy as np
+
+from mtspec.data.tokenizer import BOS, EOS
+
+
+class ShuffledEpochs:
+  """Index i -> example of the source, reshuffled every epoch; infinite."""
+
+  def __init__(self, source, seed: int, shard_index: int = 0, shard_count: int = 1):
+    self.source, self.seed = source, seed
+    # Each process reads its own strided shard of the source.
+    self.shard = range(shard_index, len(source), shard_count)
+    if not self.shard:
+      raise ValueError(f'source {getattr(source, "name", "")!r} has fewer examples '
+                       f'({len(source)}) than processes ({shard_count})')
+
+  def __len__(self):
+    return 2**62  # effectively infinite; grain only asks for what it reads
+
+  def epoch_and_example(self, i: int) -> tuple[int, int]:
+    epoch, j = divmod(int(i), len(self.shard))
+    k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1,
+                                         seed=(self.seed + 7919 * epoch) % 2**32, rounds=4)
+    return epoch, self.shard[k]
+
+  def __getitem__(self, i):
+    return self.source[self.epoch_and_example(i)[1]]
+
+
+def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
+  ids = np.asarray([BOS] + tokenizer.encode(text) + [EOS], np.int32)
+  return {'tokens': ids, 'weights': np.ones(len(ids), np.float32)}
+
+
+def to_training_rows(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Packed features -> model inputs with next-token targets.
+
+  Position t predicts token t+1 only inside the same document; the loss weight of that
+  prediction is the target token's weight (0 for padding and across document boundaries).
+  """
+  tokens, seg = packed['tokens'], packed['tokens_segment_ids']
+  targets = np.zeros_like(tokens)
+  targets[..., :-1] = tokens[..., 1:]
+  same_doc = np.zeros(tokens.shape, bool)
+  same_doc[..., :-1] = (seg[..., 1:] == seg[..., :-1]) & (seg[..., 1:] != 0)
+  weights = np.zeros(tokens.shape, np.float32)
+  weights[..., :-1] = packed['weights'][..., 1:]
+  return {'tokens': tokens, 'positions': packed['tokens_positions'], 'segment_ids': seg,
+          'targets': targets, 'loss_weights': weights * same_doc}
+
+
+def packed_batches(examples: grain.MapDataset, seq_len: int, local_batch: int,
+                   num_threads: int = 2, prefetch: int = 4) -> grain.IterDataset:
+  """Tokenized examples ({'tokens', 'weights'}) -> batches of training rows."""
+  it = examples.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                  prefetch_buffer_size=prefetch))
+  it = grain.experimental.ConcatThenSplitIterDataset(
+      it, length_struct={'tokens': seq_len, 'weights': seq_len})
+  return it.batch(local_batch, drop_remainder=True).map(to_training_rows)
+
+
+def text_batches(text_source, tokenizer, seed: int, seq_len: int, local_batch: int,
+                 shard_index: int = 0, shard_count: int = 1, num_threads: int = 2,
+                 prefetch: int = 4) -> grain.IterDataset:
+  examples = grain.MapDataset.source(ShuffledEpochs(text_source, seed, shard_index, shard_count))
+  examples = examples.map(lambda text: tokenize_text(tokenizer, text))
+  return packed_batches(examples, seq_len, local_batch, num_threads, prefetch)

@@ -1,0 +1,70 @@
+"""Metrics: JSONL + TensorBoard event files, throughput and MFU."""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Dense peak FLOP/s per chip for the compute dtype (vendor figures).
+KNOWN_PEAKS = {
+    ('H100', 'bfloat16'): 989e12, ('H100', 'float32'): 67e12,
+    ('H200', 'bfloat16'): 989e12, ('H200', 'float32'): 67e12,
+    ('A100', 'bfloat16'): 312e12, ('A100', 'float32'): 19.5e12,
+    ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
+    ('TPU v5e', 'bfloat16'): 197e12, ('TPU v5p', 'bfloat16'): 459e12,
+    ('TPU v6 lite', 'bfloat16'): 918e12,
+}
+
+
+def measure_matmul_peak(dtype='float32', n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of a large square matmul on the first device: this machine's practical peak."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def peak_flops_per_device(dtype: str, configured: float = 0.0) -> tuple[float, str]:
+  """(peak FLOP/s, where the figure came from)."""
+  if configured > 0:
+    return configured, 'config'
+  kind = jax.devices()[0].device_kind
+  for (chip, dt), peak in KNOWN_PEAKS.items():
+    if chip in kind and dt == dtype:
+      return peak, f'{chip} spec sheet'
+  return measure_matmul_peak(dtype), f'measured {dtype} matmul on {kind}'
+
+
+class MetricsWriter:
+  """Writes one JSON object per line and the same scalars as TensorBoard events."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
+    self.tb = SummaryWriter(os.path.join(workdir, 'tb'))
+
+  def write(self, step: int, scalars: dict):
+    if not self.enabled:
+      return
+    row = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
+    self.jsonl.write(json.dumps(row) + '\n')
+    self.jsonl.flush()
+    for k, v in row.items():
+      if k != 'step':
+        self.tb.add_scalar(k, v, step)
+    self.tb.flush()
+
+  def close(self):
+    if self.enabled:
+      self.jsonl.close()
+      self.tb.close()

@@ -1,0 +1,73 @@
+"""The train state (params, optimizer state, step) and its shardings on a mesh."""
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from mtspec import sharding
+from mtspec.model import Transformer
+
+
+class ModelShapes(NamedTuple):
+  graphdef: Any  # nnx graph definition, merged with params inside jit
+  params: dict  # abstract params (ShapeDtypeStruct), a plain nested dict
+  logical_axes: dict  # same tree, logical axis names per parameter
+
+
+def model_shapes(model_cfg) -> ModelShapes:
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract, nnx.Param)
+  is_var = lambda x: isinstance(x, nnx.Variable)
+  axes = jax.tree.map(lambda v: v.get_metadata()['logical_axes'], state, is_leaf=is_var)
+  return ModelShapes(graphdef, nnx.to_pure_dict(state), nnx.to_pure_dict(axes))
+
+
+def flat_params(tree: dict, prefix=()):
+  """(dotted name, leaf) pairs of a nested params dict, in a stable order."""
+  for k in sorted(tree, key=str):
+    v = tree[k]
+    if isinstance(v, dict):
+      yield from flat_params(v, prefix + (str(k),))
+    else:
+      yield '.'.join(prefix + (str(k),)), v
+
+
+def param_shardings(mesh, shapes: ModelShapes) -> dict:
+  is_axes = lambda x: isinstance(x, tuple)
+  for (name, leaf), (_, axes) in zip(flat_params(shapes.params), flat_params(shapes.logical_axes)):
+    sharding.check_divisible(mesh, f'parameter {name} {tuple(leaf.shape)}', leaf.shape, axes)
+  return jax.tree.map(lambda axes: sharding.named(mesh, axes), shapes.logical_axes,
+                      is_leaf=is_axes)
+
+
+def state_shardings(mesh, optimizer: optax.GradientTransformation, shapes: ModelShapes) -> dict:
+  """Optimizer moments follow their parameter's sharding; counters are replicated."""
+  p_shard = param_shardings(mesh, shapes)
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  abstract_opt = jax.eval_shape(optimizer.init, shapes.params)
+  opt_shard = optax.tree_utils.tree_map_params(
+      optimizer, lambda _, s: s, abstract_opt, p_shard,
+      transform_non_params=lambda _: replicated)
+  return {'params': p_shard, 'opt_state': opt_shard, 'step': replicated}
+
+
+def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
+  """Initialises directly onto the mesh: no host ever holds the whole model."""
+
+  def init():
+    model = Transformer(model_cfg, nnx.Rngs(seed))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {'params': params, 'opt_state': optimizer.init(params),
+            'step': jnp.zeros((), jnp.int32)}
+
+  return jax.jit(init, out_shardings=shardings)()
+
+
+def abstract_state(optimizer, shapes: ModelShapes, shardings: dict) -> dict:
+  """ShapeDtypeStructs carrying the target shardings: the restore target for orbax."""
+  tree = {'params': shapes.params, 'opt_state': jax.eval_shape(optimizer.init, shapes.params),
+          'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      tree, shardings)

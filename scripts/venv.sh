@@ -1,0 +1,15 @@
+# Sourced by run.sh and test.sh: creates or reuses .venv and installs the requirements.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+STAMP=.venv/.installed-$(cat requirements.txt "$@" 2>/dev/null | sha256sum | cut -c1-16)
+if [ ! -f "$STAMP" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt \
+    $(for f in "$@"; do echo "-r $f"; done)
+  touch "$STAMP"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

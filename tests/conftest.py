@@ -1,0 +1,25 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # so `configs` imports like it does from the repo root
+
+
+def run_module(args, env=None, timeout=600, check=True):
+  """Runs `python -m ...` from the repo root in a fresh process; returns CompletedProcess."""
+  full_env = {**os.environ, 'PYTHONPATH': ROOT, **(env or {})}
+  proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n'
+                         f'stderr:\n{proc.stderr[-5000:]}')
+  return proc
+
+
+@pytest.fixture
+def tiny_config():
+  from configs import lm
+  return lm.get_config('tiny')

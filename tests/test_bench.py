@@ -1,0 +1,16 @@
+import json
+
+from conftest import run_module
+
+
+def test_bench_prints_table_and_json_line():
+  out = run_module(['-m', 'mtspec.bench', '--variant=tiny', '--seq=32', '--batch=4',
+                    '--warmup=1', '--steps=2', '--torch'])
+  lines = out.stdout.strip().splitlines()
+  result = json.loads(lines[-1])
+  for key in ('tokens_per_second', 'mfu', 'peak_flops', 'torch_tokens_per_second',
+              'speedup_vs_torch'):
+    assert result[key] > 0, key
+  assert result['mfu'] < 1.0
+  assert any(line.startswith('| mtspec') for line in lines)
+  assert any('transformers + torch' in line for line in lines)
