@@ -1,12 +1,15 @@
-r"""Language-model training on the built-in corpus (the foundation job).
+r"""Language-model training on the built-in corpus (the foundation job), one phase.
 
 Run:
   python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/mtspec_lm
 Variants (after the colon): tiny (tests), small (CPU benchmark shape, ~10.2M params),
 llama3_8b and qwen3_32b (full-size shapes of the published models).
-Override any key: --config.train.steps=100 --config.mesh.shape="(1,-1,1)"
+Override any key: --config.phases.train.steps=100 --config.mesh.shape="(1,-1,1)"
+Other configs build on `base_config` (model, mesh, data, train, init) and add sources/phases.
 """
 import ml_collections
+
+from mtspec.phases import new_phase
 
 
 def model_config(variant: str) -> ml_collections.ConfigDict:
@@ -39,13 +42,14 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
              head_dim=128, d_ff=25_600, rope_theta=1_000_000.0, norm_eps=1e-6,
              tie_embeddings=False, qk_norm=True, dtype='bfloat16')
   else:
-    raise ValueError(f'unknown variant {variant!r} in configs/lm.py '
+    raise ValueError(f'unknown model variant {variant!r} '
                      '(expected tiny, small, llama3_8b or qwen3_32b)')
   return m
 
 
-def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
+def base_config(variant: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.run_name = ''  # '' = the workdir's name
   c.model = model_config(variant)
 
   # Mesh axes are always (data, fsdp, tensor); -1 takes all remaining devices.
@@ -53,26 +57,23 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.mesh.shape = (1, -1, 1)
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'builtin'  # builtin | tfds:<name>[:version] | jsonl:<path>
-  c.data.tfds_data_dir = ''  # '' = <workdir>/../tfds cache next to the workdir (see data.sources)
-  c.data.split = 'train'
-  c.data.text_key = 'text'
-  c.data.builtin_docs = 20_000  # documents in the generated built-in corpus
-  c.data.tokenizer = ''  # path to a SentencePiece .model; '' = train one on the data
+  c.data.tfds_data_dir = ''  # '' = <workdir>/data (the built-in corpus is built there)
+  c.data.tokenizer = ''  # path to a SentencePiece .model; '' = train one on the sources
+  c.data.block_size = 256  # mixture block: per-block source counts are exact
   c.data.num_threads = 2
   c.data.prefetch = 4
 
+  # Named sources: uri + kind (text | chat); see mtspec/data/sources.py.
+  c.sources = ml_collections.ConfigDict()
+  # Ordered phases, each with steps, weights over sources and its LR schedule.
+  c.phases = ml_collections.ConfigDict()
+  c.phase_order = ()
+
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
-  c.train.steps = 120
   c.train.batch_size = 16  # global, in sequences per optimizer step
   c.train.seq_len = 256
   c.train.grad_accum = 1
-  c.train.lr = 3e-3
-  c.train.min_lr_ratio = 0.1
-  c.train.warmup_steps = 12
-  c.train.schedule = 'cosine'  # cosine | wsd (warmup-stable-decay)
-  c.train.decay_fraction = 0.2  # wsd: share of steps spent decaying
   c.train.weight_decay = 0.1
   c.train.b1 = 0.9
   c.train.b2 = 0.95
@@ -83,8 +84,20 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.train.keep_ckpts = 2
   c.train.peak_flops = 0.0  # per device; 0 = known chip peak, or measured on CPU
 
+  # Start a fresh run from another run's checkpoint: <run>/checkpoints/<step>.
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ''
+  c.init.mode = 'params'  # params (fresh optimizer) | full (params + optimizer state)
+  return c
+
+
+def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
+  c = base_config(variant)
+  c.sources.web = ml_collections.ConfigDict(dict(uri='builtin', kind='text', text_key='text'))
+  new_phase(c, 'train', steps=120, weights={'web': 1.0}, lr=3e-3, warmup_steps=12)
+  c.phase_order = ('train',)
   if variant == 'tiny':
-    c.data.builtin_docs = 2000
-    c.train.update(steps=40, batch_size=8, seq_len=64, warmup_steps=5, log_every=5,
-                   ckpt_every=20)
+    c.sources.web.uri = 'builtin:2000'
+    c.phases.train.update(steps=40, warmup_steps=5)
+    c.train.update(batch_size=8, seq_len=64, log_every=5, ckpt_every=20)
   return c

@@ -4,6 +4,7 @@ Saves are asynchronous: the arrays are copied off the device and written in the 
 while training continues. The data state is snapshotted at call time, one file per process.
 """
 import json
+import os
 
 import grain
 import jax
@@ -22,8 +23,11 @@ class _DataStateSnapshot:
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int, async_save: bool = True):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+  def __init__(self, directory: str, keep: int, keep_steps=(), async_save: bool = True):
+    """Keeps the latest `keep` checkpoints, plus those at `keep_steps` (phase boundaries)."""
+    pp = ocp.checkpoint_managers
+    policy = pp.AnyPreservationPolicy([pp.LatestN(keep), pp.CustomSteps(list(keep_steps))])
+    options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy,
                                            enable_async_checkpointing=async_save)
     self.directory = directory
     self.manager = ocp.CheckpointManager(
@@ -31,6 +35,12 @@ class Checkpointer:
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'data': grain.checkpoint.CheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler()})
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -74,3 +84,45 @@ def load_params(directory: str, step: int | None = None):
       raise FileNotFoundError(f'no checkpoint under {directory}')
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   return jax.tree.map(np.asarray, state['state']['params']), step
+
+
+def _flat_shapes(tree, prefix=()):
+  if isinstance(tree, dict):
+    for k in sorted(tree, key=str):
+      yield from _flat_shapes(tree[k], prefix + (str(k),))
+  else:
+    yield '.'.join(prefix), tuple(tree.shape)
+
+
+def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
+  """Starts a run from another run's checkpoint directory (e.g. <run>/checkpoints/2000).
+
+  mode 'params': only the params (a fresh optimizer); 'full': params and optimizer state.
+  The target carries this run's shardings, so the mesh may differ from the one that saved.
+  Returns (restored subtree, the checkpoint's lineage meta).
+  """
+  state_dir = os.path.join(step_dir, 'state')
+  if not os.path.isdir(state_dir):
+    raise FileNotFoundError(f'init.checkpoint={step_dir!r}: no checkpoint there (expected a '
+                            f'step directory such as <run>/checkpoints/<step> with a state/ '
+                            f'folder)')
+  keys = ('params',) if mode == 'params' else ('params', 'opt_state')
+  target = {k: abstract_state[k] for k in keys}
+  with ocp.PyTreeCheckpointer() as ckptr:
+    saved = ckptr.metadata(state_dir).item_metadata.tree
+    saved_shapes = dict(_flat_shapes(saved.get('params', {})))
+    for name, shape in _flat_shapes(target['params']):
+      if name not in saved_shapes:
+        raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} is missing there')
+      if saved_shapes[name] != shape:
+        raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} has shape '
+                         f'{saved_shapes[name]} in the checkpoint but {shape} in this model')
+    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  meta = {}
+  meta_file = os.path.join(step_dir, 'meta', 'metadata')
+  if os.path.exists(meta_file):
+    with open(meta_file) as f:
+      meta = json.load(f)
+  return restored, meta

@@ -36,17 +36,8 @@ def validate_model(m, prefix: str = 'model'):
 
 
 def validate_train(t, n_data_shards: int):
-  for key in ('steps', 'batch_size', 'seq_len', 'grad_accum', 'log_every', 'ckpt_every',
-              'keep_ckpts'):
+  for key in ('batch_size', 'seq_len', 'grad_accum', 'log_every', 'ckpt_every', 'keep_ckpts'):
     _require(int(t[key]) > 0, f'train.{key}', t[key], 'must be a positive integer')
-  _require(t.lr > 0, 'train.lr', t.lr, 'must be positive')
-  _require(0 <= t.warmup_steps <= t.steps, 'train.warmup_steps', t.warmup_steps,
-           f'must lie in [0, train.steps={t.steps}]')
-  _require(t.schedule in ('cosine', 'wsd'), 'train.schedule', t.schedule,
-           'expected cosine or wsd')
-  _require(0 < t.decay_fraction <= 1, 'train.decay_fraction', t.decay_fraction,
-           'must lie in (0, 1]')
-  _require(0 <= t.min_lr_ratio <= 1, 'train.min_lr_ratio', t.min_lr_ratio, 'must lie in [0, 1]')
   _require(t.batch_size % t.grad_accum == 0, 'train.grad_accum', t.grad_accum,
            f'must divide train.batch_size={t.batch_size}')
   micro = t.batch_size // t.grad_accum
@@ -64,5 +55,10 @@ def validate(cfg, n_devices: int | None = None):
   except ValueError as e:
     raise ConfigError(f'config.mesh.shape: {e}') from None
   validate_train(cfg.train, shape[0] * shape[1])
+  _require(cfg.init.mode in ('params', 'full'), 'init.mode', cfg.init.mode,
+           'expected params or full')
+  _require(cfg.data.block_size > 0, 'data.block_size', cfg.data.block_size, 'must be positive')
+  from mtspec import phases  # the phase plan validates its own keys
+  phases.plan(cfg)
   _require(cfg.model.vocab_size >= 8, 'model.vocab_size', cfg.model.vocab_size, 'too small')
   return shape

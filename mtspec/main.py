@@ -15,14 +15,26 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-  from mtspec import trainer  # after flag parsing: imports jax
+  from mtspec import experiment, trainer  # after flag parsing: imports jax
+  cfg = _CONFIG.value
   try:
-    result = trainer.train(_CONFIG.value, _WORKDIR.value)
-  except config_lib.ConfigError as e:
+    if 'experiment' in cfg:
+      tree = experiment.run_tree(cfg, _WORKDIR.value)
+      for r in tree['runs']:
+        print(f"{r['name']}: {' -> '.join(r['phases'])} final checkpoint {r['final_checkpoint']}")
+      print(f"experiment summary: {_WORKDIR.value}/experiment.json")
+      return
+    result = trainer.train(cfg, _WORKDIR.value)
+  except (config_lib.ConfigError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  print(f"done: step {result['step']} loss {result['loss']:.4f} "
-        f"tokens/s {result.get('tokens_per_second', 0):.0f} mfu {result.get('mfu', 0):.3f}")
+  except trainer.NonFiniteLoss as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(3)
+  m = result['last_metrics']
+  print(f"done: {result['run']} step {result['step']} loss {m.get('loss', float('nan')):.4f} "
+        f"tokens/s {m.get('tokens_per_second', 0):.0f} mfu {m.get('mfu', 0):.3f} "
+        f"final checkpoint {result['final_checkpoint']}")
 
 
 if __name__ == '__main__':

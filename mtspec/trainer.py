@@ -1,5 +1,9 @@
-"""The training loop: data -> jitted step -> metrics -> checkpoints, resumable from workdir."""
-import hashlib
+"""The training loop over a phase plan: data -> jitted step -> metrics -> checkpoints.
+
+A run resumes from its own workdir; a fresh run may start from another run's checkpoint
+(config `init`). Every phase boundary gets a permanent checkpoint, and every checkpoint
+carries lineage JSON.
+"""
 import json
 import os
 import time
@@ -9,31 +13,40 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
-from mtspec import metrics as metrics_lib
-from mtspec import model as model_lib
-from mtspec import optim, sharding, step as step_lib, train_state
-from mtspec.checkpoint import Checkpointer
-from mtspec.data import pipeline, sources, tokenizer as tok_lib
+from mtspec import lineage, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
+from mtspec import sharding, step as step_lib, train_state
+from mtspec.checkpoint import Checkpointer, restore_from_path
+from mtspec.data import chat, pipeline, sources as sources_lib, tokenizer as tok_lib
 
 
 class NonFiniteLoss(RuntimeError):
   pass
 
 
-def config_hash(cfg) -> str:
-  return hashlib.sha256(cfg.to_json(sort_keys=True).encode()).hexdigest()[:16]
+def used_sources(cfg, plan) -> list[str]:
+  return sorted({name for p in plan for name in p.weights})
 
 
-def load_or_train_tokenizer(cfg, workdir: str, text_source) -> tok_lib.Tokenizer:
+def open_sources(cfg, names, data_dir: str) -> dict:
+  return {n: sources_lib.open_source(n, cfg.sources[n], data_dir) for n in names}
+
+
+def tokenizer_texts(sources: dict, per_source: int = 5000):
+  """Texts to train a tokenizer on: the first records of every source, rendered."""
+  for src in sources.values():
+    for i in range(min(len(src), per_source)):
+      r = src[i]
+      yield chat.as_text(r['messages']) if src.kind == 'chat' else r['text']
+
+
+def load_or_train_tokenizer(cfg, workdir: str, sources: dict) -> tok_lib.Tokenizer:
   if cfg.data.tokenizer:
     tok = tok_lib.load(cfg.data.tokenizer)
   else:
     path = os.path.join(workdir, 'tokenizer.model')
-    if os.path.exists(path):
-      tok = tok_lib.load(path)
-    else:
-      texts = (text_source[i] for i in range(len(text_source)))
-      tok = tok_lib.train(texts, cfg.model.vocab_size, path)
+    tok = tok_lib.load(path) if os.path.exists(path) else tok_lib.train(
+        tokenizer_texts(sources), cfg.model.vocab_size, path,
+        special_tokens=chat.SPECIAL_TOKENS)
   if tok.vocab_size > cfg.model.vocab_size:
     raise config_lib.ConfigError(
         f'config.model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer '
@@ -42,108 +55,151 @@ def load_or_train_tokenizer(cfg, workdir: str, text_source) -> tok_lib.Tokenizer
 
 
 class Run:
-  """Everything one training run needs, built once from the config."""
+  """Everything one training run needs, built once from the config (validated first)."""
 
   def __init__(self, cfg, workdir: str):
     config_lib.validate(cfg)
+    self.plan = phases_lib.plan(cfg)
     self.cfg, self.workdir = cfg, workdir
-    os.makedirs(workdir, exist_ok=True)
+    self.name = cfg.get('run_name') or os.path.basename(os.path.normpath(workdir))
+    self.total_steps = phases_lib.total_steps(self.plan)
     self.mesh = sharding.make_mesh(cfg.mesh.shape)
-    t = cfg.train
-    self.schedule = optim.lr_schedule(t.lr, t.steps, t.warmup_steps, t.schedule,
-                                      t.min_lr_ratio, t.decay_fraction)
-    self.optimizer = optim.make_optimizer(t, self.schedule)
+    self.schedule = phases_lib.schedule(self.plan)
+    self.optimizer = optim.make_optimizer(cfg.train, self.schedule)
     self.shapes = train_state.model_shapes(cfg.model)
     self.shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
     data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
-    self.text_source = sources.open_text_source(cfg.data, data_dir)
-    self.tokenizer = load_or_train_tokenizer(cfg, workdir, self.text_source)
-    self.checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), t.keep_ckpts)
+    self.sources = open_sources(cfg, used_sources(cfg, self.plan), data_dir)
+    os.makedirs(workdir, exist_ok=True)
+    self.tokenizer = load_or_train_tokenizer(cfg, workdir, self.sources)
+    self.checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.train.keep_ckpts,
+                                     keep_steps=[p.end for p in self.plan])
     self.train_step = step_lib.make_train_step(self.shapes.graphdef, self.optimizer,
-                                               self.schedule, t.grad_accum, self.shardings,
-                                               self.mesh)
+                                               self.schedule, cfg.train.grad_accum,
+                                               self.shardings, self.mesh)
 
-  def data_iterator(self):
-    t = self.cfg.train
+  def batches(self, phase):
+    """(mixed source, iterator) for a phase; each phase has its own example stream."""
+    t, d = self.cfg.train, self.cfg.data
     local = sharding.host_local_batch(t.batch_size, self.mesh)
-    ds = pipeline.text_batches(self.text_source, self.tokenizer, t.seed, t.seq_len, local,
-                               jax.process_index(), jax.process_count(),
-                               self.cfg.data.num_threads, self.cfg.data.prefetch)
-    return iter(ds)
+    mixed, ds = pipeline.phase_batches(
+        self.sources, phase.weights, self.tokenizer, t.seed, phase.name, t.seq_len, local,
+        d.block_size, jax.process_index(), jax.process_count(), d.num_threads, d.prefetch)
+    return mixed, iter(ds)
 
-  def initial_state(self, data_iter):
-    """Latest checkpoint in the workdir if there is one, else a fresh init."""
-    latest = self.checkpointer.latest_step()
-    if latest is None:
-      return train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
-                                    self.shardings)
+  def start(self):
+    """(state, first step, phase, mixed source, iterator, parent, ancestors)."""
     target = train_state.abstract_state(self.optimizer, self.shapes, self.shardings)
-    state, _ = self.checkpointer.restore(latest, target, data_iter)
-    return state
-
-  def meta(self, step: int) -> dict:
-    return {'step': step, 'config_hash': config_hash(self.cfg), 'workdir': self.workdir}
+    latest = self.checkpointer.latest_step()
+    if latest is not None:  # resume this run
+      phase = phases_lib.phase_at(self.plan, latest)
+      mixed, it = self.batches(phase)
+      # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
+      data_it = it if latest > phase.start else None
+      state, meta = self.checkpointer.restore(latest, target, data_it)
+      parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
+      return state, latest, phase, mixed, it, parent, meta.get('ancestors', [])
+    state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
+                                   self.shardings)
+    parent, ancestors = None, []
+    if self.cfg.init.checkpoint:
+      restored, meta = restore_from_path(self.cfg.init.checkpoint, target, self.cfg.init.mode)
+      state = {**state, **restored}
+      parent = {'path': self.cfg.init.checkpoint, 'step': meta.get('step')}
+      ancestors = meta.get('ancestors', []) + [
+          {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': self.cfg.init.checkpoint}]
+    phase = self.plan[0]
+    mixed, it = self.batches(phase)
+    return state, 0, phase, mixed, it, parent, ancestors
 
 
 def train(cfg, workdir: str, show_progress: bool = True) -> dict:
-  """Trains to cfg.train.steps (resuming from workdir) and returns the last logged metrics."""
+  """Runs the phase plan to its end (resuming from workdir); returns the final summary."""
   run = Run(cfg, workdir)
   t = cfg.train
-  data_iter = run.data_iterator()
-  state = run.initial_state(data_iter)
-  start = int(jax.device_get(state['step']))
+  state, start, phase, mixed, data_iter, parent, ancestors = run.start()
   primary = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=primary)
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
   flops_tok = model_lib.flops_per_token(cfg.model, t.seq_len)
   tokens_per_step = t.batch_size * t.seq_len
-  bar = tqdm(total=t.steps, initial=start, desc='train', disable=not (primary and show_progress),
-             dynamic_ncols=True)
-  last, window_start, window_steps = {}, None, 0
-  pending = None  # (step, metrics) of the step in flight: checked one step late
+  bar = tqdm(total=run.total_steps, initial=start, desc=phase.name, dynamic_ncols=True,
+             disable=not (primary and show_progress))
+  last, window_start, window_steps, pending = {}, None, 0, None
 
-  def check(step_metrics, step):
+  def check(step_metrics, step, phase_name):
     loss = float(jax.device_get(step_metrics['loss']))
     if not np.isfinite(loss):
-      raise NonFiniteLoss(f'loss is {loss} at step {step} (phase train); stopped, and the '
-                          f'last good checkpoint ({run.checkpointer.latest_step()}) is kept')
+      raise NonFiniteLoss(
+          f'loss is {loss} at step {step} (phase {phase_name!r}); the run stopped and its '
+          f'last good checkpoint (step {run.checkpointer.latest_step()}) stays the latest')
     return loss
 
   try:
-    for step in range(start, t.steps):
+    for s in range(start, run.total_steps):
+      if s >= phase.end:  # phase boundary: switch to the next phase's stream
+        phase = phases_lib.phase_at(run.plan, s)
+        mixed, data_iter = run.batches(phase)
+        bar.set_description(phase.name)
       batch = sharding.to_global(next(data_iter), run.mesh)
       state, step_metrics = run.train_step(state, batch)
       if pending is not None:
-        check(*pending)
-      pending = (step_metrics, step + 1)
-      done = step + 1
+        check(*pending)  # the previous step's loss, read while this step runs
+      done = s + 1
+      pending = (step_metrics, done, phase.name)
       if window_start is None:  # the first step compiles; throughput starts after it
         jax.block_until_ready(step_metrics)
         window_start, window_steps = time.perf_counter(), 0
       else:
         window_steps += 1
       bar.update(1)
-      if done % t.log_every == 0 or done == t.steps:
+      if done % t.log_every == 0 or done == phase.end:
+        check(*pending)
         m = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        check(step_metrics, done)
-        elapsed = time.perf_counter() - window_start
         if window_steps:
-          m['tokens_per_second'] = window_steps * tokens_per_step / elapsed
+          m['tokens_per_second'] = window_steps * tokens_per_step / (time.perf_counter() - window_start)
           m['mfu'] = m['tokens_per_second'] * flops_tok / (peak * jax.device_count())
+        m.update({f'epoch/{n}': e for n, e in mixed.epochs().items()}, phase_index=phase.index)
         writer.write(done, m)
         bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m.get('tokens_per_second', 0):.0f}")
-        last = {'step': done, **m}
+        last = {'step': done, 'phase': phase.name, **m}
         window_start, window_steps = time.perf_counter(), 0
-      if done % t.ckpt_every == 0 or done == t.steps:
-        check(step_metrics, done)  # never save a state that came from a non-finite loss
-        run.checkpointer.save(done, state, data_iter, run.meta(done))
+      if done % t.ckpt_every == 0 or done == phase.end:
+        check(*pending)  # never save a state that came from a non-finite loss
+        meta = lineage.record(cfg, run.name, phase.name, done, parent, run.sources, ancestors)
+        run.checkpointer.save(done, state, data_iter, meta)
+        parent = {'path': run.checkpointer.step_dir(done), 'step': done}
+        if done == phase.end and primary:
+          _write_phase_pointer(workdir, phase.name, done, parent['path'])
     run.checkpointer.wait()
   finally:
     bar.close()
     writer.close()
     run.checkpointer.close()
-  last.update(peak_flops=peak, peak_source=peak_source, flops_per_token=flops_tok)
+  final = run.total_steps
+  summary_path = os.path.join(workdir, 'summary.json')
+  if not last and os.path.exists(summary_path):  # already complete: keep what it measured
+    with open(summary_path) as f:
+      last = json.load(f)['last_metrics']
+  summary = {'run': run.name, 'step': final, 'final_checkpoint': os.path.join(
+      workdir, 'checkpoints', str(final)), 'peak_flops': peak, 'peak_source': peak_source,
+             'flops_per_token': flops_tok, 'last_metrics': last}
   if primary:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(last, f, indent=2)
-  return {'state': state, **last}
+    with open(summary_path, 'w') as f:
+      json.dump(summary, f, indent=2)
+  return {'state': state, **summary}
+
+
+def _write_phase_pointer(workdir: str, phase: str, step: int, path: str):
+  """phases/<name>.json names the permanent checkpoint that ends each phase."""
+  os.makedirs(os.path.join(workdir, 'phases'), exist_ok=True)
+  tmp = os.path.join(workdir, 'phases', f'.{phase}.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({'phase': phase, 'step': step, 'path': path}, f)
+  os.replace(tmp, os.path.join(workdir, 'phases', f'{phase}.json'))
+
+
+def checkpoint_params(workdir: str, step: int | None = None):
+  """The params of one of a run's checkpoints, as numpy arrays."""
+  from mtspec.checkpoint import load_params
+  return load_params(os.path.join(workdir, 'checkpoints'), step)[0]

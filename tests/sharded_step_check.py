@@ -17,7 +17,7 @@ from mtspec.bench import synthetic_batch
 def run(mesh_shape, devices, cfg, batch_np):
   mesh = sharding.make_mesh(mesh_shape, devices)
   t = cfg.train
-  schedule = optim.lr_schedule(t.lr, t.steps, t.warmup_steps, t.schedule, t.min_lr_ratio)
+  schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
   opt = optim.make_optimizer(t, schedule)
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)

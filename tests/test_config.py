@@ -10,14 +10,19 @@ from mtspec import config
     ('model.dtype', 'float8', 'config.model.dtype'),
     ('model.remat', 'some', 'config.model.remat'),
     ('train.grad_accum', 3, 'config.train.grad_accum=3: must divide train.batch_size=8'),
-    ('train.warmup_steps', 1000, 'config.train.warmup_steps=1000'),
-    ('train.schedule', 'linear', 'config.train.schedule'),
-    ('train.steps', 0, 'config.train.steps=0'),
+    ('phases.train.warmup_steps', 1000, 'config.phases.train.warmup_steps=1000'),
+    ('phases.train.schedule', 'linear', 'config.phases.train.schedule'),
+    ('phases.train.steps', 0, 'config.phases.train.steps=0'),
+    ('train.seq_len', 0, 'config.train.seq_len=0'),
+    ('init.mode', 'weights', 'config.init.mode'),
     ('mesh.shape', (2, 2, 1), 'config.mesh.shape: mesh.shape (2, 2, 1) needs 4 devices'),
 ])
 def test_impossible_values_name_the_key(tiny_config, key, value, match):
-  section, name = key.split('.')
-  tiny_config[section][name] = value
+  *path, name = key.split('.')
+  node = tiny_config
+  for part in path:
+    node = node[part]
+  node[name] = value
   with pytest.raises(config.ConfigError, match=match.replace('(', r'\(').replace(')', r'\)')):
     config.validate(tiny_config, n_devices=1)
 

@@ -20,7 +20,8 @@ def read_metrics(workdir):
 
 
 def test_loss_falls_on_builtin_data(tiny_config, tmp_path):
-  tiny_config.train.update(steps=60, log_every=5, ckpt_every=60)
+  tiny_config.phases.train.steps = 60
+  tiny_config.train.update(log_every=5, ckpt_every=60)
   result = trainer.train(tiny_config, str(tmp_path), show_progress=False)
   rows = read_metrics(tmp_path)
   first, last = rows[0]['loss'], rows[-1]['loss']
@@ -37,7 +38,7 @@ def _one_step(cfg, accum):
   cfg.train.grad_accum = accum
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   t = cfg.train
-  schedule = optim.lr_schedule(t.lr, t.steps, t.warmup_steps, t.schedule, t.min_lr_ratio)
+  schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
   opt = optim.make_optimizer(t, schedule)
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
@@ -69,7 +70,7 @@ def test_schedules():
 
 def _cmd(workdir):
   return [sys.executable, '-m', 'mtspec.main', '--config=configs/lm.py:tiny',
-          f'--workdir={workdir}', '--config.train.steps=40', '--config.train.ckpt_every=10']
+          f'--workdir={workdir}', '--config.phases.train.steps=40', '--config.train.ckpt_every=10']
 
 
 def test_killed_run_resumes_to_identical_params(tmp_path):

@@ -17,6 +17,7 @@ TRADES = {'baker': 'bread', 'potter': 'bowls', 'weaver': 'cloth', 'smith': 'nail
           'brewer': 'cider', 'farmer': 'apples', 'carpenter': 'chairs', 'fisher': 'trout'}
 WEATHER = ['rain', 'fog', 'sunshine', 'snow', 'wind']
 COLOURS = ['red', 'blue', 'green', 'yellow', 'grey', 'white']
+DEFAULT_DOCS = 20_000
 
 
 def _fact_doc(rng: random.Random) -> str:
@@ -82,6 +83,7 @@ class MtspecBuiltin(tfds.core.GeneratorBasedBuilder):
 def prepare(data_dir: str, num_docs: int) -> tfds.core.DatasetBuilder:
   """Builds the dataset under data_dir once (ArrayRecord files); later calls reuse it."""
   config = tfds.core.BuilderConfig(name=f'docs{num_docs}')
+  tfds.disable_progress_bar()
   builder = MtspecBuiltin(config=config, data_dir=data_dir,
                           file_format=tfds.core.FileFormat.ARRAY_RECORD)
   builder.download_and_prepare(

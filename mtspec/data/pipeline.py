@@ -40,6 +40,15 @@ def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
   return {'tokens': ids, 'weights': np.ones(len(ids), np.float32)}
 
 
+def tokenize_record(tokenizer, record: dict) -> dict[str, np.ndarray]:
+  """A text document (loss everywhere) or a chat (loss on the assistant's tokens)."""
+  if record['kind'] == 'chat':
+    from mtspec.data import chat
+    ids, weights = chat.render(tokenizer, record['messages'])
+    return {'tokens': ids, 'weights': weights}
+  return tokenize_text(tokenizer, record['text'])
+
+
 def to_training_rows(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Packed features -> model inputs with next-token targets.
 
@@ -67,9 +76,11 @@ def packed_batches(examples: grain.MapDataset, seq_len: int, local_batch: int,
   return it.batch(local_batch, drop_remainder=True).map(to_training_rows)
 
 
-def text_batches(text_source, tokenizer, seed: int, seq_len: int, local_batch: int,
-                 shard_index: int = 0, shard_count: int = 1, num_threads: int = 2,
-                 prefetch: int = 4) -> grain.IterDataset:
-  examples = grain.MapDataset.source(ShuffledEpochs(text_source, seed, shard_index, shard_count))
-  examples = examples.map(lambda text: tokenize_text(tokenizer, text))
-  return packed_batches(examples, seq_len, local_batch, num_threads, prefetch)
+def phase_batches(sources: dict, weights: dict, tokenizer, seed: int, phase: str,
+                  seq_len: int, local_batch: int, block_size: int, shard_index: int = 0,
+                  shard_count: int = 1, num_threads: int = 2, prefetch: int = 4):
+  """(mixed source, batches) for one phase of the plan."""
+  from mtspec.data.mixture import MixedSource
+  mixed = MixedSource(sources, weights, seed, phase, block_size, shard_index, shard_count)
+  examples = grain.MapDataset.source(mixed).map(lambda r: tokenize_record(tokenizer, r))
+  return mixed, packed_batches(examples, seq_len, local_batch, num_threads, prefetch)

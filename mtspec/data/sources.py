@@ -1,10 +1,17 @@
-"""Text sources on disk, each opened as a random-access sequence of strings.
+"""Named data sources on disk, each a random-access sequence of records of one kind.
 
-Spellings (config `data.source`):
-  builtin            the generated built-in corpus (a TFDS dataset built locally)
-  tfds:<name>        any TFDS dataset prepared as ArrayRecord, via tfds.data_source (e.g. c4/en)
-  jsonl:<path>       one JSON object per line, text under `data.text_key`
+A source config (`config.sources.<name>`) has `uri`, `kind` and `text_key`:
+  uri   builtin[:<num_docs>]  the generated built-in corpus (a TFDS dataset built locally)
+        tfds:<name>           any TFDS dataset prepared as ArrayRecord, via tfds.data_source
+        jsonl:<path>          one JSON object per line
+        arrayrecord:<path>    a set written by `python -m mtspec.spec generate` (JSON records);
+                              <path> is the .array_record file or the set's directory
+  kind  text  plain documents, loss on every token (field `text_key`)
+        chat  conversations under `messages`, rendered with the chat template, loss on
+              assistant tokens only
 """
+import glob
+import hashlib
 import json
 import os
 
@@ -12,32 +19,47 @@ import tensorflow_datasets as tfds
 
 from mtspec.data import builtin
 
+KINDS = ('text', 'chat')
 
-class TextSource:
-  """Random access to the text field of any record source."""
 
-  def __init__(self, records, text_key: str, name: str):
-    self.records, self.text_key, self.name = records, text_key, name
+class Source:
+  """Random access to decoded records (dicts) of a named source."""
+
+  def __init__(self, name: str, records, kind: str, text_key: str, manifest_files=()):
+    self.name, self.records, self.kind, self.text_key = name, records, kind, text_key
+    self.manifest_files = tuple(manifest_files)
     if len(records) == 0:
       raise ValueError(f'data source {name!r} is empty')
 
   def __len__(self):
     return len(self.records)
 
-  def __getitem__(self, i) -> str:
+  def __getitem__(self, i) -> dict:
     record = self.records[i]
-    try:
-      return builtin.ensure_numpy_text(record[self.text_key])
-    except (KeyError, TypeError):
-      raise KeyError(f'data source {self.name!r}: record {i} has no field {self.text_key!r} '
-                     f'(set data.text_key)') from None
+    if isinstance(record, (bytes, str)):
+      record = json.loads(record)
+    field = 'messages' if self.kind == 'chat' else self.text_key
+    if not isinstance(record, dict) or field not in record:
+      raise KeyError(f'data source {self.name!r}: record {i} has no field {field!r}'
+                     + (' (set text_key)' if self.kind == 'text' else ''))
+    if self.kind == 'text':
+      return {'text': builtin.ensure_numpy_text(record[field])}
+    return {'messages': record['messages']}
+
+  def manifest_hash(self) -> str:
+    """Hash of what identifies the data: manifest/dataset_info files, or the file itself."""
+    h = hashlib.sha256(self.name.encode())
+    for path in self.manifest_files:
+      with open(path, 'rb') as f:
+        h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 class JsonlRecords:
 
   def __init__(self, path: str):
     if not os.path.exists(path):
-      raise FileNotFoundError(f'data.source: no JSONL file at {path}')
+      raise FileNotFoundError(f'no JSONL file at {path}')
     self.rows = []
     with open(path) as f:
       for line_no, line in enumerate(f, 1):
@@ -54,19 +76,42 @@ class JsonlRecords:
     return self.rows[i]
 
 
-def open_text_source(data_cfg, data_dir: str, split: str | None = None) -> TextSource:
-  spelling, split = data_cfg.source, split or data_cfg.split
-  if spelling == 'builtin':
-    builder = builtin.prepare(data_dir, data_cfg.builtin_docs)
-    return TextSource(builder.as_data_source(split), 'text', f'builtin/{split}')
-  kind, _, rest = spelling.partition(':')
-  if kind == 'tfds' and rest:
-    try:
+def _array_record_files(path: str) -> tuple[list[str], list[str]]:
+  if os.path.isdir(path):
+    files = sorted(glob.glob(os.path.join(path, '*.array_record')))
+    manifest = [os.path.join(path, 'manifest.json')]
+  else:
+    files = [path] if os.path.exists(path) else []
+    manifest = [os.path.join(os.path.dirname(path), 'manifest.json')]
+  if not files:
+    raise FileNotFoundError(f'no .array_record file at {path}')
+  return files, [m for m in manifest if os.path.exists(m)] or files
+
+
+def open_source(name: str, src_cfg, data_dir: str, split: str = 'train') -> Source:
+  uri, kind = src_cfg.uri, src_cfg.get('kind', 'text')
+  text_key = src_cfg.get('text_key', 'text')
+  where = f'config.sources.{name}'
+  if kind not in KINDS:
+    raise ValueError(f'{where}.kind={kind!r}: expected one of {KINDS}')
+  scheme, _, rest = uri.partition(':')
+  try:
+    if scheme == 'builtin':
+      builder = builtin.prepare(data_dir, int(rest or builtin.DEFAULT_DOCS))
+      info = os.path.join(builder.data_dir, 'dataset_info.json')
+      return Source(name, builder.as_data_source(split), kind, 'text', [info])
+    if scheme == 'tfds' and rest:
       records = tfds.data_source(rest, split=split, data_dir=data_dir or None)
-    except Exception as e:  # tfds raises many types; name the source either way
-      raise ValueError(f'data.source={spelling!r}: could not open split {split!r} under '
-                       f'{data_dir or "the default TFDS dir"}: {e}') from e
-    return TextSource(records, data_cfg.text_key, spelling)
-  if kind == 'jsonl' and rest:
-    return TextSource(JsonlRecords(rest), data_cfg.text_key, spelling)
-  raise ValueError(f'data.source={spelling!r}: expected builtin, tfds:<name> or jsonl:<path>')
+      return Source(name, records, kind, text_key)
+    if scheme == 'jsonl' and rest:
+      return Source(name, JsonlRecords(rest), kind, text_key, [rest])
+    if scheme == 'arrayrecord' and rest:
+      import grain
+      files, manifest = _array_record_files(rest)
+      return Source(name, grain.sources.ArrayRecordDataSource(files), kind, text_key, manifest)
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f'{where}.uri={uri!r}: {e}') from None
+  except Exception as e:  # tfds raises many types; name the source either way
+    raise ValueError(f'{where}.uri={uri!r}: could not open split {split!r}: {e}') from e
+  raise ValueError(f'{where}.uri={uri!r}: expected builtin, tfds:<name>, jsonl:<path> or '
+                   'arrayrecord:<path>')

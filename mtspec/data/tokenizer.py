@@ -32,7 +32,8 @@ def load(path: str) -> Tokenizer:
     return Tokenizer(f.read(), path)
 
 
-def train(texts, vocab_size: int, out_path: str, max_texts: int = 20_000) -> Tokenizer:
+def train(texts, vocab_size: int, out_path: str, max_texts: int = 20_000,
+          special_tokens=()) -> Tokenizer:
   """Trains a BPE model (byte fallback, fixed special ids) and writes it to out_path.
 
   Single-threaded and fed in a fixed order, so the same texts give the same model.
@@ -51,7 +52,7 @@ def train(texts, vocab_size: int, out_path: str, max_texts: int = 20_000) -> Tok
       split_digits=True, minloglevel=2,
       # Keep text exactly (newlines matter for chat templates and documents).
       normalization_rule_name='identity', remove_extra_whitespaces=False,
-      user_defined_symbols=['\n'], allow_whitespace_only_pieces=True)
+      user_defined_symbols=['\n', *special_tokens], allow_whitespace_only_pieces=True)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   tmp = out_path + '.tmp'
   with open(tmp, 'wb') as f:

@@ -1,0 +1,76 @@
+"""Block-deterministic mixing of named sources (the idea of Levanter's MixtureDataset).
+
+The example stream of a phase is cut into blocks of `block_size`. Each block holds exactly
+`counts[s]` examples of source s (weights apportioned by largest remainder), in an order
+shuffled per block. So for any example index the source and the example are a pure function
+of (seed, phase name, weights, index): no state, exact per-block shares, exact resume, and
+a phase's stream does not depend on any other phase.
+"""
+import zlib
+
+import grain
+import numpy as np
+
+from mtspec.data.pipeline import ShuffledEpochs
+
+
+def stable_seed(*parts) -> int:
+  """A seed from names and numbers that is the same in every process (unlike hash())."""
+  return zlib.crc32('/'.join(str(p) for p in parts).encode())
+
+
+def apportion(weights: dict, block_size: int) -> dict:
+  """Integer counts per source summing to block_size, proportional to the weights."""
+  names = sorted(weights)
+  total = sum(weights.values())
+  exact = {n: weights[n] / total * block_size for n in names}
+  counts = {n: int(np.floor(exact[n])) for n in names}
+  by_remainder = sorted(names, key=lambda n: (-(exact[n] - counts[n]), n))
+  for n in by_remainder[:block_size - sum(counts.values())]:
+    counts[n] += 1
+  return counts
+
+
+class Mixture:
+  """Example index -> (source name, k), k = how many earlier examples that source gave."""
+
+  def __init__(self, weights: dict, block_size: int, seed: int):
+    self.counts = {n: c for n, c in apportion(weights, block_size).items() if c > 0}
+    self.names = sorted(self.counts)
+    self.block_size, self.seed = block_size, seed
+    slots = np.repeat(np.arange(len(self.names)), [self.counts[n] for n in self.names])
+    self.slot_source = slots
+    # rank of each slot among the slots of its own source
+    self.slot_rank = np.concatenate([np.arange(self.counts[n]) for n in self.names])
+
+  def locate(self, i: int) -> tuple[str, int]:
+    block, r = divmod(int(i), self.block_size)
+    j = grain.experimental.index_shuffle(r, max_index=self.block_size - 1,
+                                         seed=stable_seed(self.seed, block) % 2**32, rounds=4)
+    name = self.names[self.slot_source[j]]
+    return name, block * self.counts[name] + int(self.slot_rank[j])
+
+
+class MixedSource:
+  """Random-access records of a phase's mixture; each source reshuffled every epoch."""
+
+  def __init__(self, sources: dict, weights: dict, seed: int, phase: str, block_size: int,
+               shard_index: int = 0, shard_count: int = 1):
+    self.mixture = Mixture(weights, block_size, stable_seed(seed, phase))
+    self.sources = {n: ShuffledEpochs(sources[n], stable_seed(seed, phase, n) % 2**31,
+                                      shard_index, shard_count)
+                    for n in self.mixture.names}
+    self.kinds = {n: sources[n].kind for n in self.mixture.names}
+    self.drawn = {n: 0 for n in self.mixture.names}  # examples read so far (for logging)
+
+  def __len__(self):
+    return 2**62  # infinite: small sources repeat, epoch by epoch
+
+  def __getitem__(self, i) -> dict:
+    name, k = self.mixture.locate(i)
+    self.drawn[name] = max(self.drawn[name], k + 1)
+    return {'source': name, 'kind': self.kinds[name], **self.sources[name][k]}
+
+  def epochs(self) -> dict:
+    """Completed passes over each source's shard so far (read-ahead included)."""
+    return {n: self.drawn[n] / len(self.sources[n].shard) for n in self.drawn}

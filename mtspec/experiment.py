@@ -1,0 +1,89 @@
+"""Experiment trees: a shared trunk, then branches that each start from the trunk's end.
+
+config.experiment:
+  trunk       phase names the trunk runs (e.g. ('pretrain',))
+  branches    name -> {phases: (...), seed: int}; each starts from the trunk's final checkpoint
+  init_mode   params | full: what a branch takes from the trunk
+
+One command runs the whole tree; the trunk trains once; a rerun skips complete runs and
+resumes incomplete ones. experiment.json lists every run with its final checkpoint and lineage.
+"""
+import json
+import os
+
+from mtspec import phases as phases_lib, trainer
+from mtspec.config import ConfigError
+
+
+def run_config(cfg, name: str, phase_order, seed: int, tokenizer: str, data_dir: str,
+               init_checkpoint: str = '', init_mode: str = 'params'):
+  c = cfg.copy_and_resolve_references()
+  with c.unlocked():
+    del c['experiment']
+    c.run_name, c.phase_order = name, tuple(phase_order)
+    c.train.seed = seed
+    c.data.tokenizer, c.data.tfds_data_dir = tokenizer, data_dir
+    c.init.checkpoint, c.init.mode = init_checkpoint, init_mode
+  return c
+
+
+def _complete(workdir: str, total_steps: int) -> bool:
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get('step') == total_steps
+
+
+def _final_lineage(summary: dict) -> dict:
+  with open(os.path.join(summary['final_checkpoint'], 'meta', 'metadata')) as f:
+    return json.load(f)
+
+
+def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
+  """One tokenizer for every run of the tree, trained on every source the tree names."""
+  if cfg.data.tokenizer:
+    return cfg.data.tokenizer
+  names = sorted({s for p in cfg.phases.values() for s, w in dict(p.weights).items() if w > 0})
+  sources = trainer.open_sources(cfg, names, data_dir)
+  return trainer.load_or_train_tokenizer(cfg, workdir, sources).path
+
+
+def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
+  exp = cfg.experiment
+  if not exp.trunk:
+    raise ConfigError('config.experiment.trunk is empty: name the phases the trunk runs')
+  os.makedirs(workdir, exist_ok=True)
+  data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
+  tokenizer = shared_tokenizer(cfg, workdir, data_dir)
+  plans = {'trunk': (tuple(exp.trunk), cfg.train.seed)}
+  plans.update({name: (tuple(b.phases), b.get('seed', cfg.train.seed))
+                for name, b in exp.branches.items()})
+  for name, (order, _) in plans.items():  # validate every run before training any of them
+    with cfg.unlocked():
+      probe = run_config(cfg, name, order, 0, tokenizer, data_dir)
+    phases_lib.plan(probe)
+
+  summaries = {}
+  for name, (order, seed) in plans.items():
+    init = '' if name == 'trunk' else summaries['trunk']['final_checkpoint']
+    rcfg = run_config(cfg, name, order, seed, tokenizer, data_dir, init, exp.init_mode)
+    run_dir = os.path.join(workdir, name)
+    total = phases_lib.total_steps(phases_lib.plan(rcfg))
+    if _complete(run_dir, total):
+      with open(os.path.join(run_dir, 'summary.json')) as f:
+        summaries[name] = json.load(f)
+      print(f'{name}: complete, skipped')
+      continue
+    print(f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else ''))
+    result = trainer.train(rcfg, run_dir, show_progress)
+    summaries[name] = {k: v for k, v in result.items() if k != 'state'}
+
+  runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
+           'workdir': os.path.join(workdir, name),
+           'final_checkpoint': s['final_checkpoint'], 'lineage': _final_lineage(s)}
+          for name, s in summaries.items()]
+  tree = {'workdir': workdir, 'tokenizer': tokenizer, 'runs': runs}
+  with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
+    json.dump(tree, f, indent=2)
+  return tree
