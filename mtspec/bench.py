@@ -39,7 +39,7 @@ def time_steps(run_step, n_warmup: int, n_steps: int) -> float:
 def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
   t = cfg.train
   mesh = sharding.make_mesh(cfg.mesh.shape)
-  schedule = optim.lr_schedule(t.lr, 1000, 10, 'cosine', 0.1)
+  schedule = optim.lr_schedule(1e-3, 1000, 10, 'cosine', 0.1)
   opt = optim.make_optimizer(t, schedule)
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
@@ -79,6 +79,37 @@ def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
   return time_steps(run, n_warmup, n_steps)
 
 
+def bench_data(cfg, n_batches: int) -> dict:
+  """The mixed, packed pipeline alone: tokens/s delivered, and the cost of a phase switch."""
+  import tempfile
+  import ml_collections
+  from mtspec.data import chat, pipeline, sources, tokenizer
+  t = cfg.train
+  tmp = tempfile.mkdtemp(prefix='mtspec_bench_')
+  src = lambda uri: ml_collections.ConfigDict(dict(uri=uri, kind='text', text_key='text'))
+  srcs = {'web': sources.open_source('web', src('builtin'), tmp),
+          'spec': sources.open_source('spec', src('builtin:2000'), tmp)}
+  texts = (srcs['web'][i]['text'] for i in range(5000))
+  tok = tokenizer.train(texts, cfg.model.vocab_size, f'{tmp}/tok.model',
+                        special_tokens=chat.SPECIAL_TOKENS)
+
+  def phase_iter(name, weights):
+    return iter(pipeline.phase_batches(srcs, weights, tok, 0, name, t.seq_len, t.batch_size,
+                                       cfg.data.block_size)[1])
+
+  it = phase_iter('pretrain', {'web': 1.0})
+  next(it)
+  start = time.perf_counter()
+  for _ in range(n_batches):
+    next(it)
+  per_batch = (time.perf_counter() - start) / n_batches
+  start = time.perf_counter()
+  next(phase_iter('midtrain', {'web': 0.5, 'spec': 0.5}))  # what the trainer does at a boundary
+  switch = time.perf_counter() - start
+  return {'data_tokens_per_second': t.batch_size * t.seq_len / per_batch,
+          'phase_switch_seconds': switch}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--variant', default='small')
@@ -88,6 +119,8 @@ def main():
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--steps', type=int, default=8)
   p.add_argument('--torch', action='store_true', help='also time transformers + torch')
+  p.add_argument('--data-batches', type=int, default=50,
+                 help='batches to time the data pipeline over (0 = skip)')
   args = p.parse_args()
 
   cfg = lm.get_config(args.variant)
@@ -117,6 +150,14 @@ def main():
             'dtype': args.dtype, 'tokens_per_second': tokens / rows[0][1],
             'mfu': tokens / rows[0][1] * flops_tok / (peak * jax.device_count()),
             'peak_flops': peak, 'flops_per_token': flops_tok}
+  if args.data_batches:
+    d = bench_data(cfg, args.data_batches)
+    result.update(d)
+    result['data_over_training'] = d['data_tokens_per_second'] / result['tokens_per_second']
+    print(f"data pipeline (2-source mixture, packed, batch {args.batch} x {args.seq}): "
+          f"{d['data_tokens_per_second']:.0f} tokens/s = {result['data_over_training']:.1f}x what "
+          f"the train step consumes; first batch after a phase switch: "
+          f"{d['phase_switch_seconds'] * 1e3:.0f} ms (a train step: {rows[0][1] * 1e3:.0f} ms)")
   if args.torch:
     result['torch_tokens_per_second'] = tokens / rows[1][1]
     result['speedup_vs_torch'] = rows[1][1] / rows[0][1]

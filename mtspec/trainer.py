@@ -23,6 +23,11 @@ class NonFiniteLoss(RuntimeError):
   pass
 
 
+@jax.jit
+def _all_finite(tree):
+  return jax.numpy.all(jax.numpy.stack([jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
 def used_sources(cfg, plan) -> list[str]:
   return sorted({name for p in plan for name in p.weights})
 
@@ -165,7 +170,11 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
         last = {'step': done, 'phase': phase.name, **m}
         window_start, window_steps = time.perf_counter(), 0
       if done % t.ckpt_every == 0 or done == phase.end:
-        check(*pending)  # never save a state that came from a non-finite loss
+        check(*pending)  # never save a state that came from a non-finite loss...
+        if not bool(_all_finite(state['params'])):  # ...or holds non-finite params
+          raise NonFiniteLoss(f'parameters became non-finite at step {done} (phase '
+                              f'{phase.name!r}); the run stopped and its last good checkpoint '
+                              f'(step {run.checkpointer.latest_step()}) stays the latest')
         meta = lineage.record(cfg, run.name, phase.name, done, parent, run.sources, ancestors)
         run.checkpointer.save(done, state, data_iter, meta)
         parent = {'path': run.checkpointer.step_dir(done), 'step': done}

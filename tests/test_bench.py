@@ -5,11 +5,11 @@ from conftest import run_module
 
 def test_bench_prints_table_and_json_line():
   out = run_module(['-m', 'mtspec.bench', '--variant=tiny', '--seq=32', '--batch=4',
-                    '--warmup=1', '--steps=2', '--torch'])
+                    '--warmup=1', '--steps=2', '--torch', '--data-batches=5'])
   lines = out.stdout.strip().splitlines()
   result = json.loads(lines[-1])
   for key in ('tokens_per_second', 'mfu', 'peak_flops', 'torch_tokens_per_second',
-              'speedup_vs_torch'):
+              'speedup_vs_torch', 'data_tokens_per_second', 'phase_switch_seconds'):
     assert result[key] > 0, key
   assert result['mfu'] < 1.0
   assert any(line.startswith('| mtspec') for line in lines)

@@ -36,6 +36,8 @@ class ShuffledEpochs:
 
 
 def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
+  if hasattr(tokenizer, 'render_document'):  # a Hugging Face tokenizer (mtspec.hf)
+    return dict(zip(('tokens', 'weights'), tokenizer.render_document(text)))
   ids = np.asarray([BOS] + tokenizer.encode(text) + [EOS], np.int32)
   return {'tokens': ids, 'weights': np.ones(len(ids), np.float32)}
 
@@ -43,8 +45,11 @@ def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
 def tokenize_record(tokenizer, record: dict) -> dict[str, np.ndarray]:
   """A text document (loss everywhere) or a chat (loss on the assistant's tokens)."""
   if record['kind'] == 'chat':
-    from mtspec.data import chat
-    ids, weights = chat.render(tokenizer, record['messages'])
+    if hasattr(tokenizer, 'render_chat'):  # the model's own template (mtspec.hf)
+      ids, weights = tokenizer.render_chat(record['messages'])
+    else:
+      from mtspec.data import chat
+      ids, weights = chat.render(tokenizer, record['messages'])
     return {'tokens': ids, 'weights': weights}
   return tokenize_text(tokenizer, record['text'])
 

@@ -1,0 +1,47 @@
+"""Export mtspec params to a directory `transformers` loads: config.json + model.safetensors."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from safetensors.numpy import save_file
+
+from mtspec import train_state
+from mtspec.hf import convert
+
+# Copied as they are from the source directory: tokenizer, chat template, generation settings.
+COPIED_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+                   'chat_template.jinja', 'generation_config.json')
+
+
+def _to_host(x) -> np.ndarray:
+  # Sharded over several processes: every process gathers, only process 0 writes.
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(jax.device_get(x))
+
+
+def export(params: dict, model_cfg, out_dir: str, base_config: dict | None = None,
+           tokenizer_dir: str | None = None, dtype: str | None = None):
+  """Writes one model.safetensors (the whole model passes through host memory once).
+
+  base_config: the imported config.json, so keys mtspec does not model (token ids, context
+  length) survive the round trip. dtype: the saved dtype (default: the params' dtype).
+  """
+  tensors = {}
+  for name, x in train_state.flat_params(params):
+    hf_name, layout = convert.hf_tensor(name)
+    x_mt = _to_host(x)
+    x_mt = x_mt.astype(dtype or x_mt.dtype)
+    tensors[hf_name] = np.ascontiguousarray(convert.to_hf(x_mt, layout))
+  if jax.process_index() != 0:
+    return
+  os.makedirs(out_dir, exist_ok=True)
+  save_file(tensors, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+  with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+    json.dump(convert.hf_config(model_cfg, base_config, dtype), f, indent=2)
+  for name in COPIED_FILES if tokenizer_dir else ():
+    if os.path.exists(os.path.join(tokenizer_dir, name)):
+      shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
