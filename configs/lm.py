@@ -60,6 +60,7 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   c.data.tfds_data_dir = ''  # '' = <workdir>/data (the built-in corpus is built there)
   c.data.tokenizer = ''  # path to a SentencePiece .model; '' = train one on the sources
   c.data.block_size = 256  # mixture block: per-block source counts are exact
+  c.data.num_shards = 0  # fixed slices of the global batch; 0 = one per process
   c.data.num_threads = 2
   c.data.prefetch = 4
 

@@ -75,15 +75,24 @@ def is_primary() -> bool:
 
 
 def load_params(directory: str, step: int | None = None):
-  """The params of a checkpoint as numpy arrays (latest step if none is given)."""
+  """The params of a checkpoint as host numpy arrays (latest step if none is given).
+
+  Works whatever mesh or process count saved it.
+  """
   import numpy as np
-  with ocp.CheckpointManager(directory, item_handlers={
-      'state': ocp.StandardCheckpointHandler()}) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
+  if step is None:
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+    if not steps:
       raise FileNotFoundError(f'no checkpoint under {directory}')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return jax.tree.map(np.asarray, state['state']['params']), step
+    step = steps[-1]
+  state_dir = os.path.join(directory, str(step), 'state')
+  with ocp.PyTreeCheckpointer() as ckptr:
+    saved = ckptr.metadata(state_dir).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+    state = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item={'params': saved['params']}, restore_args={'params': as_numpy['params']},
+        partial_restore=True))
+  return state['params'], step
 
 
 def _flat_shapes(tree, prefix=()):

@@ -9,13 +9,18 @@ from mtspec import config as config_lib
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file:variant.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory; rerun to resume.')
+_COORDINATOR = flags.DEFINE_string('coordinator', '', 'host:port of process 0 (multi-process '
+                                   'CPU/GPU runs; TPU VM slices need nothing).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process\'s index in that run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-  from mtspec import experiment, trainer  # after flag parsing: imports jax
+  from mtspec import distributed, experiment, trainer  # after flag parsing: imports jax
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cfg = _CONFIG.value
   try:
     if 'experiment' in cfg:

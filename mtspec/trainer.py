@@ -17,6 +17,7 @@ from mtspec import lineage, metrics as metrics_lib, model as model_lib, optim, p
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
 from mtspec.data import chat, pipeline, sources as sources_lib, tokenizer as tok_lib
+from mtspec.data.shards import ShardedBatches
 
 
 class NonFiniteLoss(RuntimeError):
@@ -26,6 +27,18 @@ class NonFiniteLoss(RuntimeError):
 @jax.jit
 def _all_finite(tree):
   return jax.numpy.all(jax.numpy.stack([jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def primary_first(fn):
+  """Runs fn on process 0, then on the others: shared files are written once."""
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils
+  if jax.process_index() == 0:
+    fn()
+  multihost_utils.sync_global_devices('mtspec: process 0 prepared data')
+  if jax.process_index() != 0:
+    fn()
 
 
 def used_sources(cfg, plan) -> list[str]:
@@ -74,9 +87,12 @@ class Run:
     self.shapes = train_state.model_shapes(cfg.model)
     self.shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
     data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
-    self.sources = open_sources(cfg, used_sources(cfg, self.plan), data_dir)
     os.makedirs(workdir, exist_ok=True)
-    self.tokenizer = load_or_train_tokenizer(cfg, workdir, self.sources)
+
+    def prepare():  # builds datasets and the tokenizer on disk once
+      self.sources = open_sources(cfg, used_sources(cfg, self.plan), data_dir)
+      self.tokenizer = load_or_train_tokenizer(cfg, workdir, self.sources)
+    primary_first(prepare)
     self.checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.train.keep_ckpts,
                                      keep_steps=[p.end for p in self.plan])
     self.train_step = step_lib.make_train_step(self.shapes.graphdef, self.optimizer,
@@ -84,26 +100,30 @@ class Run:
                                                self.shardings, self.mesh)
 
   def batches(self, phase):
-    """(mixed source, iterator) for a phase; each phase has its own example stream."""
+    """This process's batches for a phase; each phase has its own example stream."""
     t, d = self.cfg.train, self.cfg.data
-    local = sharding.host_local_batch(t.batch_size, self.mesh)
-    mixed, ds = pipeline.phase_batches(
-        self.sources, phase.weights, self.tokenizer, t.seed, phase.name, t.seq_len, local,
-        d.block_size, jax.process_index(), jax.process_count(), d.num_threads, d.prefetch)
-    return mixed, iter(ds)
+    n = d.num_shards or jax.process_count()
+    if t.batch_size % n:
+      raise config_lib.ConfigError(f'config.train.batch_size={t.batch_size} must be a multiple '
+                                   f'of data.num_shards={n}')
+    make = lambda s: pipeline.phase_batches(
+        self.sources, phase.weights, self.tokenizer, t.seed, phase.name, t.seq_len,
+        t.batch_size // n, d.block_size, s, n, d.num_threads, d.prefetch)
+    return ShardedBatches(lambda s: (lambda m, ds: (m, iter(ds)))(*make(s)), n,
+                          jax.process_index(), jax.process_count())
 
   def start(self):
-    """(state, first step, phase, mixed source, iterator, parent, ancestors)."""
+    """(state, first step, phase, batch iterator, parent, ancestors)."""
     target = train_state.abstract_state(self.optimizer, self.shapes, self.shardings)
     latest = self.checkpointer.latest_step()
     if latest is not None:  # resume this run
       phase = phases_lib.phase_at(self.plan, latest)
-      mixed, it = self.batches(phase)
+      it = self.batches(phase)
       # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
       data_it = it if latest > phase.start else None
       state, meta = self.checkpointer.restore(latest, target, data_it)
       parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
-      return state, latest, phase, mixed, it, parent, meta.get('ancestors', [])
+      return state, latest, phase, it, parent, meta.get('ancestors', [])
     state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
                                    self.shardings)
     parent, ancestors = None, []
@@ -114,15 +134,14 @@ class Run:
       ancestors = meta.get('ancestors', []) + [
           {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': self.cfg.init.checkpoint}]
     phase = self.plan[0]
-    mixed, it = self.batches(phase)
-    return state, 0, phase, mixed, it, parent, ancestors
+    return state, 0, phase, self.batches(phase), parent, ancestors
 
 
 def train(cfg, workdir: str, show_progress: bool = True) -> dict:
   """Runs the phase plan to its end (resuming from workdir); returns the final summary."""
   run = Run(cfg, workdir)
   t = cfg.train
-  state, start, phase, mixed, data_iter, parent, ancestors = run.start()
+  state, start, phase, data_iter, parent, ancestors = run.start()
   primary = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=primary)
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
@@ -144,7 +163,7 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
     for s in range(start, run.total_steps):
       if s >= phase.end:  # phase boundary: switch to the next phase's stream
         phase = phases_lib.phase_at(run.plan, s)
-        mixed, data_iter = run.batches(phase)
+        data_iter = run.batches(phase)
         bar.set_description(phase.name)
       batch = sharding.to_global(next(data_iter), run.mesh)
       state, step_metrics = run.train_step(state, batch)
@@ -164,7 +183,7 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
         if window_steps:
           m['tokens_per_second'] = window_steps * tokens_per_step / (time.perf_counter() - window_start)
           m['mfu'] = m['tokens_per_second'] * flops_tok / (peak * jax.device_count())
-        m.update({f'epoch/{n}': e for n, e in mixed.epochs().items()}, phase_index=phase.index)
+        m.update({f'epoch/{n}': e for n, e in data_iter.epochs().items()}, phase_index=phase.index)
         writer.write(done, m)
         bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m.get('tokens_per_second', 0):.0f}")
         last = {'step': done, 'phase': phase.name, **m}

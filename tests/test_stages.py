@@ -15,13 +15,15 @@ from conftest import ROOT, run_module
 from mtspec import trainer
 from test_phases import two_source_config
 
-def assert_same_params(a, b):
-  """Bitwise equality, keyed by parameter name (restored trees key layers by string)."""
+def assert_same_params(a, b, atol=0.0):
+  """Equality (bitwise by default), keyed by parameter name (restored trees key layers by
+  string)."""
   from mtspec.train_state import flat_params
   fa, fb = dict(flat_params(a)), dict(flat_params(b))
   assert fa.keys() == fb.keys()
   for name in fa:
-    np.testing.assert_array_equal(np.asarray(fa[name]), np.asarray(fb[name]), err_msg=name)
+    np.testing.assert_allclose(np.asarray(fa[name]), np.asarray(fb[name]), rtol=0, atol=atol,
+                               err_msg=name)
 
 
 CMD = ['-m', 'mtspec.main', '--config=tests/configs/two_phase.py']
