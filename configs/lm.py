@@ -85,10 +85,15 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   c.train.keep_ckpts = 2
   c.train.peak_flops = 0.0  # per device; 0 = known chip peak, or measured on CPU
 
+  # (first, last) global steps to trace with the JAX profiler into <workdir>/profile.
+  c.profile_steps = ()
+
   # Start a fresh run from another run's checkpoint: <run>/checkpoints/<step>.
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ''
   c.init.mode = 'params'  # params (fresh optimizer) | full (params + optimizer state)
+  # Or start from a Hugging Face model directory (its weights, tokenizer and chat template).
+  c.init.hf_model = ''
   return c
 
 

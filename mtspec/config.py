@@ -58,6 +58,9 @@ def validate(cfg, n_devices: int | None = None):
   _require(cfg.init.mode in ('params', 'full'), 'init.mode', cfg.init.mode,
            'expected params or full')
   _require(cfg.data.block_size > 0, 'data.block_size', cfg.data.block_size, 'must be positive')
+  prof = tuple(cfg.get('profile_steps', ()))
+  _require(not prof or (len(prof) == 2 and 0 <= prof[0] < prof[1]), 'profile_steps', prof,
+           'expected (first_step, last_step) with first < last, or () for none')
   from mtspec import phases  # the phase plan validates its own keys
   phases.plan(cfg)
   _require(cfg.model.vocab_size >= 8, 'model.vocab_size', cfg.model.vocab_size, 'too small')

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
-from mtspec import lineage, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
+from mtspec import lineage, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
 from mtspec.data import chat, pipeline, sources as sources_lib, tokenizer as tok_lib
@@ -58,7 +58,11 @@ def tokenizer_texts(sources: dict, per_source: int = 5000):
 
 
 def load_or_train_tokenizer(cfg, workdir: str, sources: dict) -> tok_lib.Tokenizer:
-  if cfg.data.tokenizer:
+  if cfg.init.get('hf_model'):  # a Hugging Face base model brings its tokenizer and template
+    from mtspec.hf.tokenizer import HFTokenizer
+    tok = HFTokenizer(cfg.init.hf_model)
+    tok.path = cfg.init.hf_model
+  elif cfg.data.tokenizer:
     tok = tok_lib.load(cfg.data.tokenizer)
   else:
     path = os.path.join(workdir, 'tokenizer.model')
@@ -112,6 +116,20 @@ class Run:
     return ShardedBatches(lambda s: (lambda m, ds: (m, iter(ds)))(*make(s)), n,
                           jax.process_index(), jax.process_count())
 
+  def _hf_params(self):
+    """Base weights from a Hugging Face directory, placed tensor by tensor on the mesh."""
+    from mtspec.hf import load as hf_load
+    hf_cfg, params = hf_load.load(self.cfg.init.hf_model, self.mesh, self.cfg.model.dtype,
+                                  self.cfg.model.param_dtype)
+    want = dict(train_state.flat_params(self.shapes.params))
+    got = dict(train_state.flat_params(params))
+    for name, leaf in want.items():
+      if name not in got or tuple(got[name].shape) != tuple(leaf.shape):
+        raise ValueError(f'init.hf_model={self.cfg.init.hf_model!r}: parameter {name} has shape '
+                         f'{tuple(got[name].shape) if name in got else "(missing)"} there but '
+                         f'{tuple(leaf.shape)} in config.model (set config.model to match)')
+    return params
+
   def start(self):
     """(state, first step, phase, batch iterator, parent, ancestors)."""
     target = train_state.abstract_state(self.optimizer, self.shapes, self.shardings)
@@ -127,7 +145,14 @@ class Run:
     state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
                                    self.shardings)
     parent, ancestors = None, []
-    if self.cfg.init.checkpoint:
+    if self.cfg.init.get('hf_model'):
+      state = {**state, 'params': self._hf_params()}
+      state['opt_state'] = jax.jit(self.optimizer.init, out_shardings=self.shardings['opt_state'])(
+          state['params'])
+      parent = {'path': self.cfg.init.hf_model, 'step': None}
+      ancestors = [{'run': 'huggingface', 'phase': None, 'step': None,
+                    'path': self.cfg.init.hf_model}]
+    elif self.cfg.init.checkpoint:
       restored, meta = restore_from_path(self.cfg.init.checkpoint, target, self.cfg.init.mode)
       state = {**state, **restored}
       parent = {'path': self.cfg.init.checkpoint, 'step': meta.get('step')}
@@ -141,8 +166,15 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
   """Runs the phase plan to its end (resuming from workdir); returns the final summary."""
   run = Run(cfg, workdir)
   t = cfg.train
-  state, start, phase, data_iter, parent, ancestors = run.start()
   primary = jax.process_index() == 0
+  if primary:
+    est = memory.estimate(cfg, train_state.abstract_state(run.optimizer, run.shapes,
+                                                          run.shardings),
+                          run.shardings, dict(run.mesh.shape))
+    print(f'{run.name}: mesh {dict(run.mesh.shape)}; estimated memory: '
+          f'{est.table(memory.device_gib())}', flush=True)
+  state, start, phase, data_iter, parent, ancestors = run.start()
+  profile = tuple(cfg.get('profile_steps', ()))
   writer = metrics_lib.MetricsWriter(workdir, enabled=primary)
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
   flops_tok = model_lib.flops_per_token(cfg.model, t.seq_len)
@@ -165,6 +197,8 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
         phase = phases_lib.phase_at(run.plan, s)
         data_iter = run.batches(phase)
         bar.set_description(phase.name)
+      if profile and s == profile[0]:
+        jax.profiler.start_trace(os.path.join(workdir, 'profile'))
       batch = sharding.to_global(next(data_iter), run.mesh)
       state, step_metrics = run.train_step(state, batch)
       if pending is not None:
@@ -177,6 +211,9 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
       else:
         window_steps += 1
       bar.update(1)
+      if profile and done == profile[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()  # view with TensorBoard's profile plugin
       if done % t.log_every == 0 or done == phase.end:
         check(*pending)
         m = {k: float(v) for k, v in jax.device_get(step_metrics).items()}

@@ -250,3 +250,34 @@ def test_absent_tokenizer_names_directory(tmp_path):
 if __name__ == '__main__':
   assert jax.device_count() == 8, jax.device_count()
   print(json.dumps(sharded_check(sys.argv[1], sys.argv[2:])))
+
+
+def test_training_starts_from_a_hugging_face_model(tmp_path):
+  """init.hf_model: step 0 holds the imported weights exactly; chat data uses its template."""
+  import json as _json
+  import ml_collections
+  from configs import lm
+  from mtspec import trainer, phases
+  from mtspec.hf import convert, load as hf_load
+  import hf_fixtures
+  model_dir = hf_fixtures.build('llama', str(tmp_path / 'hf'))
+  c = lm.base_config('tiny')
+  c.model = convert.model_config(hf_load.read_config(model_dir))
+  chats = tmp_path / 'chats.jsonl'
+  chats.write_text(''.join(_json.dumps({'messages': [
+      {'role': 'user', 'content': f'hello {i}'}, {'role': 'assistant', 'content': 'hi there'}]})
+      + '\n' for i in range(20)))
+  c.sources.aft = ml_collections.ConfigDict(dict(uri=f'jsonl:{chats}', kind='chat',
+                                                 text_key='text'))
+  phases.new_phase(c, 'aft', 2, {'aft': 1.0}, lr=1e-4)
+  c.phase_order = ('aft',)
+  c.init.hf_model = model_dir
+  c.train.update(batch_size=2, seq_len=32, ckpt_every=10)
+  run = trainer.Run(c, str(tmp_path / 'run'))
+  state = run.start()[0]
+  _, want = hf_load.load(model_dir, run.mesh)
+  for (n, a), (_, b) in zip(trainer.train_state.flat_params(state['params']),
+                            trainer.train_state.flat_params(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=n)
+  result = trainer.train(c, str(tmp_path / 'run2'), show_progress=False)
+  assert result['step'] == 2 and np.isfinite(result['last_metrics']['loss'])
