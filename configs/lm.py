@@ -3,7 +3,7 @@ r"""Language-model training on the built-in corpus (the foundation job), one pha
 Run:
   python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/mtspec_lm
 Variants (after the colon): tiny (tests), small (CPU benchmark shape, ~10.2M params),
-llama3_8b and qwen3_32b (full-size shapes of the published models).
+llama3_1b, llama3_8b and qwen3_32b (full-size shapes of the published models).
 Override any key: --config.phases.train.steps=100 --config.mesh.shape="(1,-1,1)"
 Other configs build on `base_config` (model, mesh, data, train, init) and add sources/phases.
 """
@@ -34,6 +34,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
     m.update(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
   elif variant == 'small':
     pass
+  elif variant == 'llama3_1b':  # the Llama-3.2-1B shape: the GPU benchmark model
+    m.update(vocab_size=128_256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+             d_ff=8192, rope_theta=500_000.0, tie_embeddings=True, dtype='bfloat16')
   elif variant == 'llama3_8b':
     m.update(vocab_size=128_256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
              d_ff=14_336, rope_theta=500_000.0, tie_embeddings=False, dtype='bfloat16')
@@ -43,7 +46,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
              tie_embeddings=False, qk_norm=True, dtype='bfloat16')
   else:
     raise ValueError(f'unknown model variant {variant!r} '
-                     '(expected tiny, small, llama3_8b or qwen3_32b)')
+                     '(expected tiny, small, llama3_1b, llama3_8b or qwen3_32b)')
   return m
 
 

@@ -3,6 +3,9 @@
   python -m mtspec.bench                 # small shape, seq 256, batch 16, float32
   python -m mtspec.bench --torch         # + LlamaForCausalLM / torch AdamW on the same shape
   python -m mtspec.bench --dtype=bfloat16
+  # GPU: a ~1.2B model, bf16 compute, cuDNN flash attention, against the chip's bf16 peak
+  python -m mtspec.bench --variant=llama3_1b --seq=2048 --batch=8 --dtype=bfloat16 \
+      --attention=cudnn --torch
 
 Prints a table, then one JSON line with tokens_per_second, mfu and peak_flops.
 """
@@ -56,25 +59,36 @@ def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
 
 
 def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
+  """LlamaForCausalLM, float32 master weights; on a GPU bf16 autocast + SDPA (flash)."""
+  import contextlib
   import torch
   import transformers
   m, t = cfg.model, cfg.train
   torch.manual_seed(0)
+  cuda = torch.cuda.is_available()
   hf_cfg = transformers.LlamaConfig(
       vocab_size=m.vocab_size, hidden_size=m.d_model, intermediate_size=m.d_ff,
       num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads,
       num_key_value_heads=m.n_kv_heads, tie_word_embeddings=m.tie_embeddings,
-      max_position_embeddings=t.seq_len, rope_theta=m.rope_theta)
-  model = transformers.LlamaForCausalLM(hf_cfg).float().train()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=t.weight_decay)
-  ids = torch.randint(4, m.vocab_size, (t.batch_size, t.seq_len))
+      max_position_embeddings=t.seq_len, rope_theta=m.rope_theta,
+      attn_implementation='sdpa')
+  device = 'cuda' if cuda else 'cpu'
+  model = transformers.LlamaForCausalLM(hf_cfg).float().to(device).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=t.weight_decay,
+                          fused=cuda)
+  ids = torch.randint(4, m.vocab_size, (t.batch_size, t.seq_len), device=device)
+  autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if cuda and m.dtype == 'bfloat16'
+              else contextlib.nullcontext())
 
   def run():
-    loss = model(input_ids=ids, labels=ids).loss
+    with autocast:
+      loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if cuda:
+      torch.cuda.synchronize()
 
   return time_steps(run, n_warmup, n_steps)
 
@@ -118,39 +132,56 @@ def main():
   p.add_argument('--dtype', default='float32')
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--steps', type=int, default=8)
+  p.add_argument('--attention', default='xla', help='xla | cudnn (GPU flash attention)')
+  p.add_argument('--remat', default='none', help='none | dots | full')
   p.add_argument('--torch', action='store_true', help='also time transformers + torch')
+  p.add_argument('--only-torch', action='store_true',
+                 help='time only transformers + torch (a separate process from JAX on a GPU)')
   p.add_argument('--data-batches', type=int, default=50,
                  help='batches to time the data pipeline over (0 = skip)')
   args = p.parse_args()
 
   cfg = lm.get_config(args.variant)
   cfg.train.update(seq_len=args.seq, batch_size=args.batch)
-  cfg.model.dtype = args.dtype
+  cfg.model.update(dtype=args.dtype, attention=args.attention, remat=args.remat)
   tokens = args.batch * args.seq
-  peak = metrics.measure_matmul_peak('float32')
+  on_cpu = jax.devices()[0].platform == 'cpu'
+  # CPU: this machine's measured float32 matmul rate; accelerators: the chip's dense peak.
+  peak = (metrics.measure_matmul_peak('float32') if on_cpu
+          else metrics.peak_flops_per_device(args.dtype)[0])
   flops_tok = model_lib.flops_per_token(cfg.model, args.seq)
   rows = []
-  sec = bench_mtspec(cfg, args.warmup, args.steps)
-  rows.append((f'mtspec (jax {jax.__version__}, {args.dtype})', sec))
-  if args.torch:
+  if not args.only_torch:
+    sec = bench_mtspec(cfg, args.warmup, args.steps)
+    rows.append((f'mtspec (jax {jax.__version__}, {args.dtype})', sec))
+  if args.torch or args.only_torch:
     import torch
     rows.append((f'transformers + torch {torch.__version__} (float32)',
                  bench_torch(cfg, args.warmup, args.steps)))
 
   n_params = model_lib.param_count(cfg.model)
+  peak_text = (f'measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s' if on_cpu else
+               f'{args.dtype} peak {peak / 1e12:.0f} TFLOP/s (spec sheet), measured matmul '
+               f'{metrics.measure_matmul_peak(args.dtype, n=8192) / 1e12:.0f} TFLOP/s')
   print(f'\n{args.variant}: {n_params / 1e6:.2f}M params, seq {args.seq}, batch {args.batch}, '
-        f'{jax.device_count()} x {jax.devices()[0].device_kind}; measured float32 matmul peak '
-        f'{peak / 1e9:.1f} GFLOP/s per device')
+        f'attention {args.attention}, remat {args.remat}, {jax.device_count()} x '
+        f'{jax.devices()[0].device_kind}; {peak_text} per device')
   print(f"| {'system':<44} | {'s/step':>7} | {'tokens/s':>9} | {'MFU':>6} |")
   print(f"|{'-' * 46}|{'-' * 9}|{'-' * 11}|{'-' * 8}|")
   for name, s in rows:
     tps = tokens / s
     print(f'| {name:<44} | {s:7.3f} | {tps:9.0f} | {tps * flops_tok / (peak * jax.device_count()):6.1%} |')
   result = {'variant': args.variant, 'seq_len': args.seq, 'batch': args.batch,
-            'dtype': args.dtype, 'tokens_per_second': tokens / rows[0][1],
+            'dtype': args.dtype, 'attention': args.attention, 'remat': args.remat,
+            'device': jax.devices()[0].device_kind, 'tokens_per_second': tokens / rows[0][1],
             'mfu': tokens / rows[0][1] * flops_tok / (peak * jax.device_count()),
             'peak_flops': peak, 'flops_per_token': flops_tok}
-  if args.data_batches:
+  if args.only_torch:  # the one row is torch's
+    result = {k if k not in ('tokens_per_second', 'mfu') else f'torch_{k}': v
+              for k, v in result.items()}
+    print(json.dumps(result))
+    return
+  if args.data_batches and on_cpu:
     d = bench_data(cfg, args.data_batches)
     result.update(d)
     result['data_over_training'] = d['data_tokens_per_second'] / result['tokens_per_second']
