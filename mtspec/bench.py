@@ -156,7 +156,9 @@ def main():
     rows.append((f'mtspec (jax {jax.__version__}, {args.dtype})', sec))
   if args.torch or args.only_torch:
     import torch
-    rows.append((f'transformers + torch {torch.__version__} (float32)',
+    on_gpu = torch.cuda.is_available()
+    mode = 'f32 weights, bf16 autocast' if on_gpu and args.dtype == 'bfloat16' else 'float32'
+    rows.append((f'transformers + torch {torch.__version__} ({mode})',
                  bench_torch(cfg, args.warmup, args.steps)))
 
   n_params = model_lib.param_count(cfg.model)
