@@ -88,6 +88,13 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   c.train.keep_ckpts = 2
   c.train.peak_flops = 0.0  # per device; 0 = known chip peak, or measured on CPU
 
+  # LoRA: rank 0 = off (full fine-tuning). The paper: rank 64, alpha 128, all projections.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0
+  c.lora.dropout = 0.0  # must stay 0: adapters are merged into the weights inside the step
+  c.lora.targets = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')
+
   # (first, last) global steps to trace with the JAX profiler into <workdir>/profile.
   c.profile_steps = ()
 

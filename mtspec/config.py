@@ -58,6 +58,14 @@ def validate(cfg, n_devices: int | None = None):
   _require(cfg.init.mode in ('params', 'full'), 'init.mode', cfg.init.mode,
            'expected params or full')
   _require(cfg.data.block_size > 0, 'data.block_size', cfg.data.block_size, 'must be positive')
+  if 'lora' in cfg and cfg.lora.rank > 0:
+    from mtspec.lora import ALL_TARGETS
+    _require(cfg.lora.dropout == 0, 'lora.dropout', cfg.lora.dropout,
+             'LoRA dropout is not supported (adapters are merged into the weights)')
+    bad = [t for t in cfg.lora.targets if t not in ALL_TARGETS]
+    _require(not bad and cfg.lora.targets, 'lora.targets', tuple(cfg.lora.targets),
+             f'expected a non-empty subset of {ALL_TARGETS}')
+    _require(cfg.lora.alpha > 0, 'lora.alpha', cfg.lora.alpha, 'must be positive')
   prof = tuple(cfg.get('profile_steps', ()))
   _require(not prof or (len(prof) == 2 and 0 <= prof[0] < prof[1]), 'profile_steps', prof,
            'expected (first_step, last_step) with first < last, or () for none')

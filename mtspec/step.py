@@ -27,21 +27,33 @@ def _split_micro(x, n: int):
   return jnp.swapaxes(x, 0, 1)
 
 
-def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: dict, mesh):
+def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: dict, mesh,
+                    lora_scale=None, base_shardings=None):
+  """step(state, batch, base) -> (state, metrics).
+
+  With LoRA (lora_scale = (alpha, rank)), state['params'] holds the adapters and `base` the
+  frozen base params (not donated, never updated); otherwise base is None.
+  """
+  from mtspec import lora
   batch_shard = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
-  grad_fn = jax.value_and_grad(weighted_loss_sums, has_aux=True)
 
-  def step(state, batch):
+  def loss_sums(trained, base, batch):
+    params = trained if lora_scale is None else lora.merge(base, trained, *lora_scale)
+    return weighted_loss_sums(params, graphdef, batch)
+
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+  def step(state, batch, base):
     params = state['params']
     if grad_accum == 1:
-      (loss_sum, w_sum), grads = grad_fn(params, graphdef, batch)
+      (loss_sum, w_sum), grads = grad_fn(params, base, batch)
     else:
       micro = jax.tree.map(lambda x: _split_micro(x, grad_accum), batch)
 
       def body(carry, mb):
         mb = {k: sharding.constrain(v, ('batch', 'seq')) for k, v in mb.items()}
-        (l, w), g = grad_fn(params, graphdef, mb)
+        (l, w), g = grad_fn(params, base, mb)
         return jax.tree.map(jnp.add, carry, (l, w, g)), None
 
       zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
@@ -55,13 +67,13 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
                'lr': schedule(state['step']), 'loss_tokens': w_sum}
     return new_state, metrics
 
-  jitted = jax.jit(step, in_shardings=(shardings, batch_shard),
+  jitted = jax.jit(step, in_shardings=(shardings, batch_shard, base_shardings),
                    out_shardings=(shardings, replicated), donate_argnums=(0,))
 
   @functools.wraps(step)
-  def run(state, batch):
+  def run(state, batch, base=None):
     with jax.set_mesh(mesh):
-      return jitted(state, batch)
+      return jitted(state, batch, base)
 
   run.jitted = jitted
   return run

@@ -53,6 +53,12 @@ def state_shardings(mesh, optimizer: optax.GradientTransformation, shapes: Model
   return {'params': p_shard, 'opt_state': opt_shard, 'step': replicated}
 
 
+def init_params(model_cfg, seed: int, shardings) -> dict:
+  """Freshly initialised params, created directly with their shardings."""
+  return jax.jit(lambda: nnx.to_pure_dict(nnx.state(Transformer(model_cfg, nnx.Rngs(seed)),
+                                                    nnx.Param)), out_shardings=shardings)()
+
+
 def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
   """Initialises directly onto the mesh: no host ever holds the whole model."""
 
@@ -65,9 +71,29 @@ def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
   return jax.jit(init, out_shardings=shardings)()
 
 
-def abstract_state(optimizer, shapes: ModelShapes, shardings: dict) -> dict:
-  """ShapeDtypeStructs carrying the target shardings: the restore target for orbax."""
-  tree = {'params': shapes.params, 'opt_state': jax.eval_shape(optimizer.init, shapes.params),
+def lora_state_shardings(mesh, optimizer, abstract_adapters) -> dict:
+  """Adapters are small (rank x width per target): replicated, with their optimizer state."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  opt = jax.eval_shape(optimizer.init, abstract_adapters)
+  rep = lambda tree: jax.tree.map(lambda _: replicated, tree)
+  return {'params': rep(abstract_adapters), 'opt_state': rep(opt), 'step': replicated}
+
+
+def init_lora_state(optimizer, init_adapters, shardings: dict) -> dict:
+  def init():
+    adapters = init_adapters()
+    return {'params': adapters, 'opt_state': optimizer.init(adapters),
+            'step': jnp.zeros((), jnp.int32)}
+
+  return jax.jit(init, out_shardings=shardings)()
+
+
+def abstract_state(optimizer, params, shardings: dict) -> dict:
+  """ShapeDtypeStructs carrying the target shardings: the restore target for orbax.
+
+  params: the abstract trained tree (the model's params, or LoRA adapters).
+  """
+  tree = {'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
           'step': jax.ShapeDtypeStruct((), jnp.int32)}
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       tree, shardings)

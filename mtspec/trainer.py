@@ -13,6 +13,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
+import jax.numpy as jnp
+
+from mtspec import lora as lora_lib
 from mtspec import lineage, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
@@ -89,7 +92,18 @@ class Run:
     self.schedule = phases_lib.schedule(self.plan)
     self.optimizer = optim.make_optimizer(cfg.train, self.schedule)
     self.shapes = train_state.model_shapes(cfg.model)
-    self.shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
+    self.lora = cfg.get('lora') is not None and cfg.lora.rank > 0
+    if self.lora:  # train adapters; the base params are frozen and live outside the state
+      l = cfg.lora
+      self.init_adapters = lambda: lora_lib.init(self.shapes.params, tuple(l.targets), l.rank,
+                                                 jax.random.key(cfg.train.seed), jnp.float32)
+      self.trained = jax.eval_shape(self.init_adapters)
+      self.base_shardings = train_state.param_shardings(self.mesh, self.shapes)
+      self.shardings = train_state.lora_state_shardings(self.mesh, self.optimizer, self.trained)
+    else:
+      self.trained, self.base_shardings = self.shapes.params, None
+      self.shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
+    self.base = None
     data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
     os.makedirs(workdir, exist_ok=True)
 
@@ -99,9 +113,11 @@ class Run:
     primary_first(prepare)
     self.checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.train.keep_ckpts,
                                      keep_steps=[p.end for p in self.plan])
-    self.train_step = step_lib.make_train_step(self.shapes.graphdef, self.optimizer,
-                                               self.schedule, cfg.train.grad_accum,
-                                               self.shardings, self.mesh)
+    step = step_lib.make_train_step(
+        self.shapes.graphdef, self.optimizer, self.schedule, cfg.train.grad_accum,
+        self.shardings, self.mesh, (cfg.lora.alpha, cfg.lora.rank) if self.lora else None,
+        self.base_shardings)
+    self.train_step = lambda state, batch: step(state, batch, self.base)
 
   def batches(self, phase):
     """This process's batches for a phase; each phase has its own example stream."""
@@ -130,11 +146,36 @@ class Run:
                          f'{tuple(leaf.shape)} in config.model (set config.model to match)')
     return params
 
+  def _origin(self):
+    """Where the starting params come from: (params or None, parent, ancestors)."""
+    init = self.cfg.init
+    if init.get('hf_model'):
+      return (self._hf_params(), {'path': init.hf_model, 'step': None},
+              [{'run': 'huggingface', 'phase': None, 'step': None, 'path': init.hf_model}])
+    if init.checkpoint:
+      mode = 'params' if self.lora else init.mode  # a LoRA base is params only
+      target = train_state.abstract_state(self.optimizer, self.shapes.params,
+                                          train_state.state_shardings(
+                                              self.mesh, self.optimizer, self.shapes))
+      restored, meta = restore_from_path(init.checkpoint, target, mode)
+      ancestors = meta.get('ancestors', []) + [
+          {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': init.checkpoint}]
+      return restored, {'path': init.checkpoint, 'step': meta.get('step')}, ancestors
+    return None, None, []
+
+  def _frozen_base(self, origin):
+    """LoRA's base: the starting params, or a seeded init when there are none."""
+    if origin is not None:
+      return origin['params'] if 'params' in origin else origin
+    return train_state.init_params(self.cfg.model, self.cfg.train.seed, self.base_shardings)
+
   def start(self):
     """(state, first step, phase, batch iterator, parent, ancestors)."""
-    target = train_state.abstract_state(self.optimizer, self.shapes, self.shardings)
+    target = train_state.abstract_state(self.optimizer, self.trained, self.shardings)
     latest = self.checkpointer.latest_step()
     if latest is not None:  # resume this run
+      if self.lora:
+        self.base = self._frozen_base(self._origin()[0])
       phase = phases_lib.phase_at(self.plan, latest)
       it = self.batches(phase)
       # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
@@ -142,22 +183,19 @@ class Run:
       state, meta = self.checkpointer.restore(latest, target, data_it)
       parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
       return state, latest, phase, it, parent, meta.get('ancestors', [])
-    state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
-                                   self.shardings)
-    parent, ancestors = None, []
-    if self.cfg.init.get('hf_model'):
-      state = {**state, 'params': self._hf_params()}
-      state['opt_state'] = jax.jit(self.optimizer.init, out_shardings=self.shardings['opt_state'])(
-          state['params'])
-      parent = {'path': self.cfg.init.hf_model, 'step': None}
-      ancestors = [{'run': 'huggingface', 'phase': None, 'step': None,
-                    'path': self.cfg.init.hf_model}]
-    elif self.cfg.init.checkpoint:
-      restored, meta = restore_from_path(self.cfg.init.checkpoint, target, self.cfg.init.mode)
-      state = {**state, **restored}
-      parent = {'path': self.cfg.init.checkpoint, 'step': meta.get('step')}
-      ancestors = meta.get('ancestors', []) + [
-          {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': self.cfg.init.checkpoint}]
+    origin, parent, ancestors = self._origin()
+    if self.lora:
+      self.base = self._frozen_base(origin)
+      state = train_state.init_lora_state(self.optimizer, self.init_adapters, self.shardings)
+    else:
+      state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
+                                     self.shardings)
+      if origin is not None and 'opt_state' in origin:  # init.mode=full
+        state = {**state, **origin}
+      elif origin is not None:
+        params = origin['params'] if 'params' in origin else origin
+        state = {**state, 'params': params, 'opt_state': jax.jit(
+            self.optimizer.init, out_shardings=self.shardings['opt_state'])(params)}
     phase = self.plan[0]
     return state, 0, phase, self.batches(phase), parent, ancestors
 
@@ -168,7 +206,7 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
   t = cfg.train
   primary = jax.process_index() == 0
   if primary:
-    est = memory.estimate(cfg, train_state.abstract_state(run.optimizer, run.shapes,
+    est = memory.estimate(cfg, train_state.abstract_state(run.optimizer, run.trained,
                                                           run.shardings),
                           run.shardings, dict(run.mesh.shape))
     print(f'{run.name}: mesh {dict(run.mesh.shape)}; estimated memory: '

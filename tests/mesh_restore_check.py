@@ -16,7 +16,7 @@ def main(run_dir):
   opt = optim.make_optimizer(cfg.train, optim.lr_schedule(1e-3, 10, 1, 'cosine', 0.1))
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
-  target = train_state.abstract_state(opt, shapes, shards)
+  target = train_state.abstract_state(opt, shapes.params, shards)
   want = trainer.checkpoint_params(run_dir)
   from mtspec.checkpoint import load_params
   step = load_params(f'{run_dir}/checkpoints')[1]

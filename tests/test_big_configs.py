@@ -21,7 +21,7 @@ def test_config_fits_its_target(module, variant):
   opt = optim.make_optimizer(cfg.train, optim.lr_schedule(1e-5, 100, 5, 'cosine', 0.1))
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
-  est = memory.estimate(cfg, train_state.abstract_state(opt, shapes, shards), shards,
+  est = memory.estimate(cfg, train_state.abstract_state(opt, shapes.params, shards), shards,
                         dict(mesh.shape))
   assert est.total / memory.GIB < 0.9 * gib, est.table(gib)  # 10% headroom for XLA buffers
   # the whole model never sits on one device: every large parameter is split
@@ -35,6 +35,6 @@ def test_an_impossible_target_is_reported():
   opt = optim.make_optimizer(cfg.train, optim.lr_schedule(1e-5, 100, 5, 'cosine', 0.1))
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
-  est = memory.estimate(cfg, train_state.abstract_state(opt, shapes, shards), shards,
+  est = memory.estimate(cfg, train_state.abstract_state(opt, shapes.params, shards), shards,
                         dict(mesh.shape))
   assert 'DOES NOT FIT' in est.table(95)

@@ -59,9 +59,9 @@ def _record_batches(monkeypatch):
   def recording(*args, **kwargs):
     step = real(*args, **kwargs)
 
-    def wrapped(state, batch):
+    def wrapped(state, batch, *rest):
       seen.append(np.asarray(batch['tokens']))
-      return step(state, batch)
+      return step(state, batch, *rest)
     return wrapped
 
   monkeypatch.setattr(trainer.step_lib, 'make_train_step', recording)

@@ -45,3 +45,29 @@ def export(params: dict, model_cfg, out_dir: str, base_config: dict | None = Non
   for name in COPIED_FILES if tokenizer_dir else ():
     if os.path.exists(os.path.join(tokenizer_dir, name)):
       shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
+
+
+def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
+                    base_model: str = ''):
+  """LoRA adapters alone, in PEFT's layout (adapter_model.safetensors + adapter_config.json).
+
+  mtspec's A is (in, rank) and B (rank, out) over the flattened dims of each weight; PEFT keeps
+  lora_A.weight (rank, in) and lora_B.weight (out, rank), with HF's (heads, head_dim) order,
+  which is the order the flattening uses.
+  """
+  tensors, modules = {}, set()
+  for i, targets in adapters.items():
+    for name, ab in targets.items():
+      hf_name, _ = convert.hf_tensor(f'layers.{i}.{name}')
+      module = hf_name.removesuffix('.weight')
+      modules.add(module.rsplit('.', 1)[-1])
+      tensors[f'base_model.model.{module}.lora_A.weight'] = np.ascontiguousarray(_to_host(ab['a']).T)
+      tensors[f'base_model.model.{module}.lora_B.weight'] = np.ascontiguousarray(_to_host(ab['b']).T)
+  if jax.process_index() != 0:
+    return
+  os.makedirs(out_dir, exist_ok=True)
+  save_file(tensors, os.path.join(out_dir, 'adapter_model.safetensors'), metadata={'format': 'pt'})
+  with open(os.path.join(out_dir, 'adapter_config.json'), 'w') as f:
+    json.dump({'peft_type': 'LORA', 'r': rank, 'lora_alpha': alpha, 'lora_dropout': 0.0,
+               'target_modules': sorted(modules), 'bias': 'none', 'task_type': 'CAUSAL_LM',
+               'base_model_name_or_path': base_model}, f, indent=2)

@@ -1,0 +1,67 @@
+"""LoRA adapters over a frozen base: W_eff = W + (alpha / rank) * A @ B.
+
+Adapters live in their own tree (the only thing the optimizer and checkpoints hold when the
+base is frozen) and are merged into the base params inside the jitted step, so the model
+code needs no LoRA branches. A is (in, rank) with a small random init, B is (rank, out)
+zero-initialised: at step 0 the adapted model equals the base exactly. The same adapter tree
+continues from one phase into the next like any other train state.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+
+# target module name -> path suffix of the parameter it adapts, and how its dims split into
+# (input dims, output dims) around the rank.
+TARGETS = {
+    'q': (('attn', 'wq'), 1), 'k': (('attn', 'wk'), 1), 'v': (('attn', 'wv'), 1),
+    'o': (('attn', 'wo'), 2), 'gate': (('mlp', 'w_gate'), 1), 'up': (('mlp', 'w_up'), 1),
+    'down': (('mlp', 'w_down'), 1),
+}
+ALL_TARGETS = tuple(TARGETS)
+
+
+def _targets(names):
+  unknown = [n for n in names if n not in TARGETS]
+  if unknown:
+    raise ValueError(f'config.lora.targets: unknown {unknown}; expected some of {ALL_TARGETS}')
+  return [TARGETS[n] for n in names]
+
+
+def adapter_shapes(params: dict, names, rank: int) -> dict:
+  """{layer index: {target: (a_shape, b_shape)}} for the targets in every layer."""
+  out = {}
+  for i, layer in params['layers'].items():
+    out[i] = {}
+    for (module, weight), n_in in _targets(names):
+      shape = tuple(layer[module][weight].shape)
+      out[i][f'{module}.{weight}'] = ((math.prod(shape[:n_in]), rank),
+                                      (rank, math.prod(shape[n_in:])))
+  return out
+
+
+def init(params: dict, names, rank: int, key, dtype=jnp.float32) -> dict:
+  adapters = {}
+  for i, targets in adapter_shapes(params, names, rank).items():
+    adapters[i] = {}
+    for name, (a_shape, b_shape) in targets.items():
+      key, sub = jax.random.split(key)
+      adapters[i][name] = {
+          'a': jax.random.normal(sub, a_shape, dtype) / math.sqrt(a_shape[0]),
+          'b': jnp.zeros(b_shape, dtype)}
+  return adapters
+
+
+def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
+  """Base params with every adapter folded in (a new tree; the base is unchanged)."""
+  scale = alpha / rank
+  layers = {}
+  for i, layer in params['layers'].items():
+    layer = {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
+    for name, ab in adapters.get(i, {}).items():
+      module, weight = name.split('.')
+      w = layer[module][weight]
+      delta = (ab['a'] @ ab['b']).reshape(w.shape) * scale
+      layer[module][weight] = (w + delta.astype(w.dtype))
+    layers[i] = layer
+  return {**params, 'layers': layers}
