@@ -23,3 +23,13 @@ def run_module(args, env=None, timeout=600, check=True):
 def tiny_config():
   from configs import lm
   return lm.get_config('tiny')
+
+
+def fresh_state(cfg, mesh):
+  """(schedule, optimizer, shapes, shardings, state) of a freshly initialised tiny run."""
+  from mtspec import optim, train_state
+  schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
+  opt = optim.make_optimizer(cfg.train, schedule)
+  shapes = train_state.model_shapes(cfg.model)
+  shards = train_state.state_shardings(mesh, opt, shapes)
+  return schedule, opt, shapes, shards, train_state.init_state(cfg.model, opt, 0, shards)

@@ -10,18 +10,15 @@ import numpy as np
 from flax import nnx
 
 from configs import lm
-from mtspec import model, optim, sharding, step, train_state
+from conftest import fresh_state
+from mtspec import sharding, step
 from mtspec.bench import synthetic_batch
 
 
 def run(mesh_shape, devices, cfg, batch_np):
   mesh = sharding.make_mesh(mesh_shape, devices)
   t = cfg.train
-  schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
-  opt = optim.make_optimizer(t, schedule)
-  shapes = train_state.model_shapes(cfg.model)
-  shards = train_state.state_shardings(mesh, opt, shapes)
-  state = train_state.init_state(cfg.model, opt, 0, shards)
+  schedule, opt, shapes, shards, state = fresh_state(cfg, mesh)
   batch = sharding.to_global(batch_np, mesh)
   loss_fn = lambda p, b: step.weighted_loss_sums(p, shapes.graphdef, b)[0]
   grad_fn = jax.jit(jax.value_and_grad(loss_fn),

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_module
+from conftest import ROOT, fresh_state, run_module
 from mtspec import checkpoint, optim, sharding, step, train_state, trainer
 from mtspec.bench import synthetic_batch
 
@@ -38,11 +38,7 @@ def _one_step(cfg, accum):
   cfg.train.grad_accum = accum
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   t = cfg.train
-  schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
-  opt = optim.make_optimizer(t, schedule)
-  shapes = train_state.model_shapes(cfg.model)
-  shards = train_state.state_shardings(mesh, opt, shapes)
-  state = train_state.init_state(cfg.model, opt, 0, shards)
+  schedule, opt, shapes, shards, state = fresh_state(cfg, mesh)
   batch = synthetic_batch(cfg.model.vocab_size, t.batch_size, t.seq_len)
   batch['loss_weights'][:, ::3] = 0.0  # uneven weights across microbatches
   batch['loss_weights'][0] = 0.0
