@@ -124,6 +124,45 @@ def bench_data(cfg, n_batches: int) -> dict:
           'phase_switch_seconds': switch}
 
 
+def bench_sampling(cfg, batches=(1, 16), prompt_len: int = 32, new_tokens: int = 128,
+                   with_torch: bool = False) -> list:
+  """Greedy generation tokens/s (new tokens over wall time) with the KV cache."""
+  from mtspec import sample
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  shapes = train_state.model_shapes(cfg.model)
+  params = train_state.init_params(cfg.model, 0, train_state.param_shardings(mesh, shapes))
+  rows = []
+  for b in batches:
+    prompts = np.random.default_rng(b).integers(4, cfg.model.vocab_size, (b, prompt_len)).tolist()
+    sample.generate(shapes.graphdef, params, prompts, new_tokens)  # compile
+    t = time.perf_counter()
+    out = sample.generate(shapes.graphdef, params, prompts, new_tokens)
+    rows.append((f'mtspec sample (batch {b})', sum(map(len, out)) / (time.perf_counter() - t)))
+    if with_torch:
+      rows.append((f'transformers generate (batch {b})',
+                   _torch_generate(cfg, prompts, new_tokens)))
+  return rows
+
+
+def _torch_generate(cfg, prompts, new_tokens) -> float:
+  import torch
+  import transformers
+  m = cfg.model
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=m.vocab_size, hidden_size=m.d_model, intermediate_size=m.d_ff,
+      num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads,
+      num_key_value_heads=m.n_kv_heads, tie_word_embeddings=m.tie_embeddings,
+      rope_theta=m.rope_theta)).eval()
+  ids = torch.tensor(prompts)
+  kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                eos_token_id=None, pad_token_id=0)
+  with torch.no_grad():
+    model.generate(ids, **kwargs)
+    t = time.perf_counter()
+    out = model.generate(ids, **kwargs)
+  return (out.shape[1] - ids.shape[1]) * ids.shape[0] / (time.perf_counter() - t)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--variant', default='small')
@@ -137,6 +176,9 @@ def main():
   p.add_argument('--torch', action='store_true', help='also time transformers + torch')
   p.add_argument('--only-torch', action='store_true',
                  help='time only transformers + torch (a separate process from JAX on a GPU)')
+  p.add_argument('--sampling', action='store_true',
+                 help='also time greedy generation at batch 1 and 16 (with --torch: beside '
+                      'transformers generate)')
   p.add_argument('--data-batches', type=int, default=50,
                  help='batches to time the data pipeline over (0 = skip)')
   args = p.parse_args()
@@ -191,6 +233,12 @@ def main():
           f"{d['data_tokens_per_second']:.0f} tokens/s = {result['data_over_training']:.1f}x what "
           f"the train step consumes; first batch after a phase switch: "
           f"{d['phase_switch_seconds'] * 1e3:.0f} ms (a train step: {rows[0][1] * 1e3:.0f} ms)")
+  if args.sampling:
+    sampled = bench_sampling(cfg, with_torch=args.torch)
+    print(f"\n| {'generation (greedy, 32-token prompt, 128 new)':<48} | {'tokens/s':>9} |")
+    for name, tps in sampled:
+      print(f'| {name:<48} | {tps:9.0f} |')
+    result['sampling_tokens_per_second'] = {name: tps for name, tps in sampled}
   if args.torch:
     result['torch_tokens_per_second'] = tokens / rows[1][1]
     result['speedup_vs_torch'] = rows[1][1] / rows[0][1]
