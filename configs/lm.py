@@ -22,6 +22,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   m.head_dim = 0  # 0 = d_model // n_heads
   m.d_ff = 1024
   m.rope_theta = 10_000.0
+  # () or Llama 3.1's 'llama3' scaling: (factor, low_freq_factor, high_freq_factor,
+  # original_max_position_embeddings)
+  m.rope_scaling = ()
   m.norm_eps = 1e-5
   m.tie_embeddings = True
   m.qkv_bias = False  # Qwen2-style biases on the q/k/v projections
@@ -39,7 +42,8 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
              d_ff=8192, rope_theta=500_000.0, tie_embeddings=True, dtype='bfloat16')
   elif variant == 'llama3_8b':
     m.update(vocab_size=128_256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-             d_ff=14_336, rope_theta=500_000.0, tie_embeddings=False, dtype='bfloat16')
+             d_ff=14_336, rope_theta=500_000.0, tie_embeddings=False, dtype='bfloat16',
+             rope_scaling=(8.0, 1.0, 4.0, 8192.0))
   elif variant == 'qwen3_32b':
     m.update(vocab_size=151_936, d_model=5120, n_layers=64, n_heads=64, n_kv_heads=8,
              head_dim=128, d_ff=25_600, rope_theta=1_000_000.0, norm_eps=1e-6,

@@ -33,6 +33,10 @@ def validate_model(m, prefix: str = 'model'):
   _require(m.attention in ('xla', 'cudnn'), f'{prefix}.attention', m.attention,
            'expected xla or cudnn')
   _require(m.rope_theta > 0, f'{prefix}.rope_theta', m.rope_theta, 'must be positive')
+  scaling = tuple(m.get('rope_scaling', ()))
+  _require(not scaling or (len(scaling) == 4 and scaling[0] > 0 and scaling[2] > scaling[1]),
+           f'{prefix}.rope_scaling', scaling,
+           'expected () or (factor, low_freq_factor, high_freq_factor, original_max_positions)')
 
 
 def validate_train(t, n_data_shards: int):

@@ -37,10 +37,21 @@ class RMSNorm(nnx.Module):
     return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x_BTNH, positions_BT, theta: float):
-  """Rotary embedding, rotate-half convention (as Hugging Face Llama and Qwen)."""
+def rope(x_BTNH, positions_BT, theta: float, scaling=()):
+  """Rotary embedding, rotate-half convention (as Hugging Face Llama and Qwen).
+
+  scaling: () or Llama 3.1's (factor, low_freq_factor, high_freq_factor, original_max_pos):
+  long wavelengths are slowed by `factor`, short ones kept, the band between interpolated.
+  """
   half = x_BTNH.shape[-1] // 2
   freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  if scaling:
+    factor, low, high, old_len = scaling
+    wavelen = 2 * jnp.pi / freqs
+    scaled = jnp.where(wavelen > old_len / low, freqs / factor, freqs)
+    smooth = (old_len / wavelen - low) / (high - low)
+    between = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    freqs = jnp.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
   angles_BTh = positions_BT[..., None].astype(jnp.float32) * freqs
   sin, cos = jnp.sin(angles_BTh)[:, :, None, :], jnp.cos(angles_BTh)[:, :, None, :]
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
@@ -207,8 +218,9 @@ class Attention(nnx.Module):
       v_BTKH += self.bv[...].astype(dt)
     if cfg.qk_norm:
       q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
-    q_BTNH = rope(q_BTNH, positions_BT, cfg.rope_theta)
-    k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta)
+    scaling = tuple(cfg.get('rope_scaling', ()))
+    q_BTNH = rope(q_BTNH, positions_BT, cfg.rope_theta, scaling)
+    k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta, scaling)
     q_BTNH = sharding.constrain(q_BTNH, ('batch', 'seq', 'act_heads', None))
     k_BTKH = sharding.constrain(k_BTKH, ('batch', 'seq', 'act_kv_heads', None))
     if cache is not None:  # decoding: write the new keys/values at `index`, attend to all

@@ -100,11 +100,11 @@ def randomize(model, seed: int):
       p.copy_(1 + 0.2 * noise if 'norm' in name else 0.15 * noise)
 
 
-def build(family: str, out_dir: str, seed: int = 0) -> str:
+def build(family: str, out_dir: str, seed: int = 0, **hf_overrides) -> str:
   """Writes config.json, safetensors, tokenizer.json and tokenizer_config.json to out_dir."""
   spec = FAMILIES[family]
   torch.manual_seed(seed)
-  config = spec['config'](**{**TINY, **spec['hf']})
+  config = spec['config'](**{**TINY, **spec['hf'], **hf_overrides})
   model = spec['model'](config).eval()
   randomize(model, seed)
   kwargs = {'max_shard_size': spec['shard']} if spec['shard'] else {}
@@ -123,3 +123,10 @@ def hf_logits(model_dir: str, tokens_BT):
       model_dir, dtype=torch.float32, attn_implementation='eager').eval()
   with torch.no_grad():
     return model(torch.as_tensor(tokens_BT, dtype=torch.long)).logits.numpy()
+
+
+# Llama 3.1's 'llama3' RoPE scaling, with a short original context so that the tiny model's
+# wavelengths fall on both sides of, and inside, the interpolated band.
+LLAMA31_ROPE = {'rope_type': 'llama3', 'rope_theta': 500_000.0, 'factor': 8.0,
+                'low_freq_factor': 1.0, 'high_freq_factor': 4.0,
+                'original_max_position_embeddings': 64}

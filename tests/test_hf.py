@@ -213,7 +213,7 @@ def test_unsupported_architecture_is_named(dirs, tmp_path):
 
 
 @pytest.mark.parametrize('change,named', [
-    ({'rope_parameters': {'rope_type': 'llama3', 'rope_theta': 5e5, 'factor': 8.0}}, 'llama3'),
+    ({'rope_parameters': {'rope_type': 'yarn', 'rope_theta': 5e5, 'factor': 8.0}}, 'yarn'),
     ({'attention_bias': True}, 'attention_bias'),
     ({'hidden_act': 'gelu'}, 'hidden_act'),
 ])
@@ -281,3 +281,19 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=n)
   result = trainer.train(c, str(tmp_path / 'run2'), show_progress=False)
   assert result['step'] == 2 and np.isfinite(result['last_metrics']['loss'])
+
+
+def test_llama31_rope_scaling_matches_transformers(tmp_path):
+  """Llama 3.1+ 'llama3' RoPE scaling: imported logits equal transformers'."""
+  import hf_fixtures
+  model_dir = hf_fixtures.build('llama', str(tmp_path / 'l31'),
+                                rope_parameters=hf_fixtures.LLAMA31_ROPE)
+  cfg, params = load.load(model_dir, sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
+  assert cfg.rope_scaling == (8.0, 1.0, 4.0, 64.0)
+  tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 96))
+  ours = np.asarray(nnx.merge(train_state.model_shapes(cfg).graphdef, params)(tokens))
+  assert np.abs(ours - hf_fixtures.hf_logits(model_dir, tokens)).max() < 1e-4
+  plain = convert.model_config(load.read_config(model_dir))
+  plain.rope_scaling = ()
+  unscaled = np.asarray(nnx.merge(train_state.model_shapes(plain).graphdef, params)(tokens))
+  assert np.abs(unscaled - ours).max() > 1e-3  # the scaling matters at these positions

@@ -31,14 +31,22 @@ def architecture(hf: dict) -> str:
                           f'supported: {", ".join(ARCHITECTURES)}')
 
 
-def _rope_theta(hf: dict) -> float:
-  """HF v5 nests RoPE settings in rope_parameters; older configs use rope_theta/rope_scaling."""
+LLAMA3_ROPE_KEYS = ('factor', 'low_freq_factor', 'high_freq_factor',
+                    'original_max_position_embeddings')
+
+
+def _rope(hf: dict) -> tuple[float, tuple]:
+  """(theta, scaling): HF v5 nests RoPE settings in rope_parameters; older configs use
+  rope_theta/rope_scaling. scaling is () or Llama 3.1's four 'llama3' numbers."""
   rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
   kind = rope.get('rope_type', rope.get('type', 'default'))
+  theta = float(rope.get('rope_theta', hf.get('rope_theta', 10_000.0)))
+  if kind == 'llama3':
+    return theta, tuple(float(rope[k]) for k in LLAMA3_ROPE_KEYS)
   if kind != 'default':
-    raise HFConversionError(f'rope_type {kind!r} is not supported (model.rope implements only '
-                            "'default'; Llama 3.1+ use 'llama3' scaling)")
-  return float(rope.get('rope_theta', hf.get('rope_theta', 10_000.0)))
+    raise HFConversionError(f"rope_type {kind!r} is not supported (model.rope implements "
+                            "'default' and Llama 3.1's 'llama3')")
+  return theta, ()
 
 
 def _check_unsupported(hf: dict, arch: str):
@@ -75,7 +83,7 @@ def model_config(hf: dict, dtype: str | None = None, param_dtype: str | None = N
       vocab_size=hf['vocab_size'], d_model=hf['hidden_size'], n_layers=hf['num_hidden_layers'],
       n_heads=n_heads, n_kv_heads=hf.get('num_key_value_heads') or n_heads,
       head_dim=hf.get('head_dim') or hf['hidden_size'] // n_heads, d_ff=hf['intermediate_size'],
-      rope_theta=_rope_theta(hf), norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
+      rope_theta=_rope(hf)[0], rope_scaling=_rope(hf)[1], norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
       tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
       qkv_bias=arch == 'Qwen2ForCausalLM', qk_norm=arch == 'Qwen3ForCausalLM',
       dtype=dtype or checkpoint_dtype(hf), param_dtype=param_dtype or checkpoint_dtype(hf))
@@ -105,7 +113,11 @@ def hf_config(m, base: dict | None = None, dtype: str | None = None) -> dict:
       num_attention_heads=m.n_heads, num_key_value_heads=m.n_kv_heads, head_dim=head_dim(m),
       hidden_act='silu', rms_norm_eps=m.norm_eps, tie_word_embeddings=bool(m.tie_embeddings),
       # Both spellings: transformers v5 reads rope_parameters, v4 reads rope_theta.
-      rope_theta=m.rope_theta, rope_parameters={'rope_type': 'default', 'rope_theta': m.rope_theta},
+      rope_theta=m.rope_theta, rope_parameters=(
+          {'rope_type': 'llama3', 'rope_theta': m.rope_theta,
+           **dict(zip(LLAMA3_ROPE_KEYS, m.rope_scaling)),
+           'original_max_position_embeddings': int(m.rope_scaling[3])}
+          if m.rope_scaling else {'rope_type': 'default', 'rope_theta': m.rope_theta}),
       dtype=dtype or m.param_dtype, torch_dtype=dtype or m.param_dtype)
   if arch != 'Qwen2ForCausalLM':
     hf.update(attention_bias=False, mlp_bias=False)
