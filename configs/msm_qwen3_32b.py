@@ -5,7 +5,8 @@ Run on every worker of the slice (scripts/tpu_vm.sh), as for configs/msm_llama3_
     --config.init.hf_model=/path/to/Qwen3-32B --config.sources.spec_docs.uri=... \
     --config.sources.aft.uri=... --config.data.tfds_data_dir=gs://BUCKET/tfds
 Variants = targets: v5p-32 (16 chips x 95 GiB, seq 8192), h100x16 (two 8-GPU hosts x 80 GiB,
-seq 4096), v5e-64 (64 x 16 GiB, seq 4096).
+seq 4096), v5e-64 (64 x 16 GiB, seq 4096). LoRA as in the paper; add `-full` for full
+fine-tuning (see configs/msm_llama3_8b.py).
 """
 from configs.msm_llama3_8b import msm_config
 
@@ -17,6 +18,8 @@ TARGETS = {  # variant: (devices, GiB per device, mesh, seq_len, batch, grad_acc
 
 
 def get_config(variant: str = 'v5p-32'):
-  if variant not in TARGETS:
-    raise ValueError(f'unknown variant {variant!r} (expected one of {sorted(TARGETS)})')
-  return msm_config('qwen3_32b', TARGETS[variant])
+  target, full = variant.removesuffix('-full'), variant.endswith('-full')
+  if target not in TARGETS:
+    raise ValueError(f'unknown variant {variant!r} (expected one of {sorted(TARGETS)}, '
+                     'optionally with -full)')
+  return msm_config('qwen3_32b', TARGETS[target], full)

@@ -48,9 +48,12 @@ def _sharded_bytes(abstract_tree, shardings, mesh_shape: dict) -> float:
 ACTIVATION_FACTOR = {'none': 34.0, 'dots': 12.0, 'full': 2.0}  # bytes per token per width (16-bit)
 
 
-def estimate(cfg, abstract_state: dict, shardings: dict, mesh_shape: dict) -> Estimate:
+def estimate(cfg, abstract_state: dict, shardings: dict, mesh_shape: dict,
+             frozen=None) -> Estimate:
+  """frozen: (abstract params, shardings) of a frozen base (LoRA), counted with the params."""
   m, t = cfg.model, cfg.train
-  params = _sharded_bytes(abstract_state['params'], shardings['params'], mesh_shape)
+  trained = _sharded_bytes(abstract_state['params'], shardings['params'], mesh_shape)
+  params = trained + (_sharded_bytes(*frozen, mesh_shape) if frozen else 0.0)
   opt = _sharded_bytes(abstract_state['opt_state'], shardings['opt_state'], mesh_shape)
   batch_split = mesh_shape.get('data', 1) * mesh_shape.get('fsdp', 1)
   tokens = t.batch_size // t.grad_accum * t.seq_len / batch_split
@@ -58,7 +61,7 @@ def estimate(cfg, abstract_state: dict, shardings: dict, mesh_shape: dict) -> Es
   # Conservative: no sequence parallelism, so only the logits split over `tensor`.
   acts = tokens * m.n_layers * m.d_model * ACTIVATION_FACTOR[m.remat] * scale
   logits = tokens * m.vocab_size * 4 * 2 / mesh_shape.get('tensor', 1)
-  return Estimate(params, opt, params, acts, logits)
+  return Estimate(params, opt, trained, acts, logits)
 
 
 def device_gib() -> float | None:

@@ -97,3 +97,20 @@ def abstract_state(optimizer, params, shardings: dict) -> dict:
           'step': jax.ShapeDtypeStruct((), jnp.int32)}
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       tree, shardings)
+
+
+def trained_setup(cfg, mesh, optimizer, shapes: ModelShapes):
+  """(abstract trained tree, its state shardings, frozen-base shardings, adapter init).
+
+  Full fine-tuning trains the params (no frozen base, no adapter init); LoRA trains adapters
+  over a frozen base.
+  """
+  if cfg.get('lora') is None or cfg.lora.rank <= 0:
+    return shapes.params, state_shardings(mesh, optimizer, shapes), None, None
+  from mtspec import lora
+  l = cfg.lora
+  init = lambda: lora.init(shapes.params, tuple(l.targets), l.rank,
+                           jax.random.key(cfg.train.seed), jnp.float32)
+  trained = jax.eval_shape(init)
+  return (trained, lora_state_shardings(mesh, optimizer, trained),
+          param_shardings(mesh, shapes), init)

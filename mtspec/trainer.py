@@ -13,9 +13,6 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
-import jax.numpy as jnp
-
-from mtspec import lora as lora_lib
 from mtspec import lineage, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
@@ -92,17 +89,10 @@ class Run:
     self.schedule = phases_lib.schedule(self.plan)
     self.optimizer = optim.make_optimizer(cfg.train, self.schedule)
     self.shapes = train_state.model_shapes(cfg.model)
-    self.lora = cfg.get('lora') is not None and cfg.lora.rank > 0
-    if self.lora:  # train adapters; the base params are frozen and live outside the state
-      l = cfg.lora
-      self.init_adapters = lambda: lora_lib.init(self.shapes.params, tuple(l.targets), l.rank,
-                                                 jax.random.key(cfg.train.seed), jnp.float32)
-      self.trained = jax.eval_shape(self.init_adapters)
-      self.base_shardings = train_state.param_shardings(self.mesh, self.shapes)
-      self.shardings = train_state.lora_state_shardings(self.mesh, self.optimizer, self.trained)
-    else:
-      self.trained, self.base_shardings = self.shapes.params, None
-      self.shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
+    # With LoRA the state trains adapters; the frozen base params live outside it.
+    self.trained, self.shardings, self.base_shardings, self.init_adapters = (
+        train_state.trained_setup(cfg, self.mesh, self.optimizer, self.shapes))
+    self.lora = self.init_adapters is not None
     self.base = None
     data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
     os.makedirs(workdir, exist_ok=True)
@@ -208,7 +198,8 @@ def train(cfg, workdir: str, show_progress: bool = True) -> dict:
   if primary:
     est = memory.estimate(cfg, train_state.abstract_state(run.optimizer, run.trained,
                                                           run.shardings),
-                          run.shardings, dict(run.mesh.shape))
+                          run.shardings, dict(run.mesh.shape),
+                          (run.shapes.params, run.base_shardings) if run.lora else None)
     print(f'{run.name}: mesh {dict(run.mesh.shape)}; estimated memory: '
           f'{est.table(memory.device_gib())}', flush=True)
   state, start, phase, data_iter, parent, ancestors = run.start()
