@@ -63,7 +63,7 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
     updates, opt_state = optimizer.update(grads, state['opt_state'], params)
     new_state = {'params': optax.apply_updates(params, updates), 'opt_state': opt_state,
                  'step': state['step'] + 1}
-    metrics = {'loss': loss_sum / denom, 'grad_norm': optax.global_norm(grads),
+    metrics = {'loss': loss_sum / denom, 'grad_norm': optax.tree.norm(grads),
                'lr': schedule(state['step']), 'loss_tokens': w_sum}
     return new_state, metrics
 
