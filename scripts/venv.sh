@@ -1,4 +1,5 @@
-# Sourced by run.sh and test.sh: creates or reuses .venv and installs the requirements.
+# Sourced by run.sh and test.sh: creates or reuses .venv and installs the requirements
+# (plus the files named in EXTRA_REQUIREMENTS, space-separated).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -6,10 +7,11 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-STAMP=.venv/.installed-$(cat requirements.txt "$@" 2>/dev/null | sha256sum | cut -c1-16)
+EXTRA=${EXTRA_REQUIREMENTS:-}
+STAMP=.venv/.installed-$(cat requirements.txt $EXTRA | sha256sum | cut -c1-16)
 if [ ! -f "$STAMP" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt \
-    $(for f in "$@"; do echo "-r $f"; done)
+    $(for f in $EXTRA; do echo "-r $f"; done)
   touch "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
