@@ -54,13 +54,16 @@ def test_kill_anywhere_loses_nothing(tmp_path):
   ckpts = killed / 'checkpoints'
   saving = lambda: ckpts.exists() and any('tmp' in d for d in os.listdir(ckpts))
   at_boundary = lambda: (killed / 'phases' / 'pretrain.json').exists()
-  t0 = [0.0]
-  random_moment = lambda: time.time() - t0[0] > random.Random(7).uniform(4, 9)
+  metrics = killed / 'metrics.jsonl'
+  lines = lambda: sum(1 for _ in open(metrics)) if metrics.exists() else 0
+  start_lines = [0]
+  k = random.Random(7).randint(1, 4)  # a random point mid-run: after k more logged steps
+  random_moment = lambda: lines() >= start_lines[0] + k
   kills = []
   for name, condition in [('during a checkpoint save', saving),
                           ('right at the phase boundary', at_boundary),
                           ('at a random moment', random_moment)]:
-    t0[0] = time.time()
+    start_lines[0] = lines()
     kills.append((name, _kill_when(_start(killed), condition)))
   assert all(hit for _, hit in kills), kills  # each kill landed while the run was going
   run_module([*CMD, f'--workdir={killed}'])  # the same command: resumes to the end
