@@ -43,4 +43,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from mtspec import hugepages
+  hugepages.reexec_with_huge_pages()
   app.run(main)

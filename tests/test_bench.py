@@ -14,3 +14,11 @@ def test_bench_prints_table_and_json_line():
   assert result['mfu'] < 1.0
   assert any(line.startswith('| mtspec') for line in lines)
   assert any('transformers + torch' in line for line in lines)
+
+
+def test_huge_page_setting_is_kept_out_of_the_torch_subprocess(monkeypatch):
+  from mtspec import hugepages
+  monkeypatch.setenv('GLIBC_TUNABLES', f'glibc.malloc.arena_max=2:{hugepages.TUNABLE}')
+  env = hugepages.env_without_tunable()
+  assert env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
+  assert env[hugepages.OPT_OUT] == '0'  # and the subprocess does not re-exec to add it back
