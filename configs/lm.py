@@ -96,7 +96,7 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   c.lora = ml_collections.ConfigDict()
   c.lora.rank = 0
   c.lora.alpha = 16.0
-  c.lora.dropout = 0.0  # must stay 0: adapters are merged into the weights inside the step
+  c.lora.dropout = 0.0  # > 0: the adapters run beside the frozen weights (a little slower)
   c.lora.targets = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')
 
   # (first, last) global steps to trace with the JAX profiler into <workdir>/profile.

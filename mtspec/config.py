@@ -64,8 +64,8 @@ def validate(cfg, n_devices: int | None = None):
   _require(cfg.data.block_size > 0, 'data.block_size', cfg.data.block_size, 'must be positive')
   if 'lora' in cfg and cfg.lora.rank > 0:
     from mtspec.lora import ALL_TARGETS
-    _require(cfg.lora.dropout == 0, 'lora.dropout', cfg.lora.dropout,
-             'LoRA dropout is not supported (adapters are merged into the weights)')
+    _require(0 <= cfg.lora.dropout < 1, 'lora.dropout', cfg.lora.dropout,
+             'expected a probability in [0, 1)')
     bad = [t for t in cfg.lora.targets if t not in ALL_TARGETS]
     _require(not bad and cfg.lora.targets, 'lora.targets', tuple(cfg.lora.targets),
              f'expected a non-empty subset of {ALL_TARGETS}')

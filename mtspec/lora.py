@@ -65,3 +65,48 @@ def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
       layer[module][weight] = (w + delta.astype(w.dtype))
     layers[i] = layer
   return {**params, 'layers': layers}
+
+
+class DroppedOutAdapter:
+  """A base weight with its adapter kept apart, for LoRA dropout (merging cannot express it):
+  x @ W + (alpha / rank) * dropout(x) @ A @ B, as PEFT computes it. It stands where the
+  model reads the weight (`w[...]`, `w.astype(dt)`) and `model._matmul` applies it; it exists
+  only inside the traced train step."""
+
+  def __init__(self, w, a, b, scale: float, rate: float, key, dtype=None):
+    self.w, self.a, self.b, self.scale, self.rate, self.key = w, a, b, scale, rate, key
+    self.dtype = dtype or w.dtype
+    self.shape = w.shape
+
+  def __getitem__(self, index):
+    assert index is Ellipsis, index
+    return self
+
+  def astype(self, dtype):
+    return DroppedOutAdapter(self.w, self.a, self.b, self.scale, self.rate, self.key, dtype)
+
+  def apply(self, x2d, preferred_element_type=None):
+    """(rows, K) -> (rows, N): the base product plus the dropped-out adapter product."""
+    dt = self.dtype
+    y = jnp.dot(x2d, self.w.astype(dt).reshape(x2d.shape[1], -1),
+                preferred_element_type=preferred_element_type)
+    keep = jax.random.bernoulli(self.key, 1.0 - self.rate, x2d.shape)
+    x_drop = jnp.where(keep, x2d / (1.0 - self.rate), 0).astype(dt)
+    delta = (x_drop @ self.a.astype(dt)) @ self.b.astype(dt)
+    return y + (self.scale * delta).astype(y.dtype)
+
+
+def with_dropout(params: dict, adapters: dict, alpha: float, rank: int, rate: float,
+                 key) -> dict:
+  """Base params with each adapted weight replaced by a DroppedOutAdapter (one dropout key
+  per layer and target)."""
+  layers = {}
+  for i, layer in params['layers'].items():
+    layer = {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
+    for j, (name, ab) in enumerate(sorted(adapters.get(i, {}).items())):
+      module, weight = name.split('.')
+      sub = jax.random.fold_in(jax.random.fold_in(key, int(i)), j)
+      layer[module][weight] = DroppedOutAdapter(layer[module][weight], ab['a'], ab['b'],
+                                                alpha / rank, rate, sub)
+    layers[i] = layer
+  return {**params, 'layers': layers}

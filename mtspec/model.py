@@ -79,6 +79,8 @@ def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):
   k = 1
   for d in k_shape:
     k *= d
+  if hasattr(w, 'apply'):  # lora.DroppedOutAdapter: LoRA with dropout, adapter unmerged
+    return w.apply(x.reshape(-1, k), preferred_element_type).reshape(lead + n_shape)
   y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
   return y.reshape(lead + n_shape)
 

@@ -28,18 +28,27 @@ def _split_micro(x, n: int):
 
 
 def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: dict, mesh,
-                    lora_scale=None, base_shardings=None):
+                    lora_cfg=None, base_shardings=None):
   """step(state, batch, base) -> (state, metrics).
 
-  With LoRA (lora_scale = (alpha, rank)), state['params'] holds the adapters and `base` the
-  frozen base params (not donated, never updated); otherwise base is None.
+  With LoRA (lora_cfg = (alpha, rank, dropout, seed)), state['params'] holds the adapters and
+  `base` the frozen base params (not donated, never updated); otherwise base is None. Without
+  dropout the adapters are merged into the weights; with it they run beside them, with a
+  dropout mask that is a function of (seed, step), so a resumed run draws the same masks.
   """
   from mtspec import lora
   batch_shard = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
 
-  def loss_sums(trained, base, batch):
-    params = trained if lora_scale is None else lora.merge(base, trained, *lora_scale)
+  def loss_sums(trained, base, batch, step):
+    if lora_cfg is None:
+      params = trained
+    elif lora_cfg[2] > 0:
+      alpha, rank, rate, seed = lora_cfg
+      key = jax.random.fold_in(jax.random.key(seed), step)
+      params = lora.with_dropout(base, trained, alpha, rank, rate, key)
+    else:
+      params = lora.merge(base, trained, *lora_cfg[:2])
     return weighted_loss_sums(params, graphdef, batch)
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
@@ -47,17 +56,18 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
   def step(state, batch, base):
     params = state['params']
     if grad_accum == 1:
-      (loss_sum, w_sum), grads = grad_fn(params, base, batch)
+      (loss_sum, w_sum), grads = grad_fn(params, base, batch, state['step'])
     else:
       micro = jax.tree.map(lambda x: _split_micro(x, grad_accum), batch)
 
       def body(carry, mb):
         mb = {k: sharding.constrain(v, ('batch', 'seq')) for k, v in mb.items()}
-        (l, w), g = grad_fn(params, base, mb)
+        mb, i = mb
+        (l, w), g = grad_fn(params, base, mb, state['step'] * grad_accum + i)
         return jax.tree.map(jnp.add, carry, (l, w, g)), None
 
       zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-      (loss_sum, w_sum, grads), _ = jax.lax.scan(body, zeros, micro)
+      (loss_sum, w_sum, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
     denom = jnp.maximum(w_sum, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = optimizer.update(grads, state['opt_state'], params)

@@ -76,6 +76,12 @@ def load_or_train_tokenizer(cfg, workdir: str, sources: dict) -> tok_lib.Tokeniz
   return tok
 
 
+def lora_cfg(cfg) -> tuple:
+  """(alpha, rank, dropout, seed) for the train step."""
+  l = cfg.lora
+  return float(l.alpha), int(l.rank), float(l.dropout), int(cfg.train.seed)
+
+
 class Run:
   """Everything one training run needs, built once from the config (validated first)."""
 
@@ -105,7 +111,7 @@ class Run:
                                      keep_steps=[p.end for p in self.plan])
     step = step_lib.make_train_step(
         self.shapes.graphdef, self.optimizer, self.schedule, cfg.train.grad_accum,
-        self.shardings, self.mesh, (cfg.lora.alpha, cfg.lora.rank) if self.lora else None,
+        self.shardings, self.mesh, lora_cfg(cfg) if self.lora else None,
         self.base_shardings)
     self.train_step = lambda state, batch: step(state, batch, self.base)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the built-in default. Extra arguments go to mtspec.main, e.g.
-#   bash scripts/run.sh --config.train.steps=50
+# The main job: the toy-world MSM experiment (configs/cheese_toy.py). Extra arguments go to
+# mtspec.toy, e.g.  bash scripts/run.sh --config=configs/cheese_toy.py:quick
 source "$(dirname "$0")/venv.sh"
-exec .venv/bin/python -m mtspec.main --config=configs/lm.py:small \
-  --workdir="${WORKDIR:-runs/lm_small}" "$@"
+exec .venv/bin/python -m mtspec.toy --config=configs/cheese_toy.py:default \
+  --workdir="${WORKDIR:-runs/cheese_toy}" "$@"

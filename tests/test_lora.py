@@ -112,8 +112,40 @@ def test_lora_config_errors_name_the_key():
   from mtspec import config
   c = lm.get_config('tiny')
   c.lora.update(rank=4, dropout=0.1)
-  with pytest.raises(config.ConfigError, match='config.lora.dropout=0.1'):
+  config.validate(c, n_devices=1)
+  c.lora.update(dropout=1.0)
+  with pytest.raises(config.ConfigError, match='config.lora.dropout=1.0'):
     config.validate(c, n_devices=1)
   c.lora.update(dropout=0.0, targets=('q', 'qq'))
   with pytest.raises(config.ConfigError, match='config.lora.targets'):
     config.validate(c, n_devices=1)
+
+
+def test_dropout_adapters_run_beside_the_weights(lora_run):
+  """The unmerged path equals the merged one with nothing dropped; masks follow the key."""
+  c, _, workdir, _ = lora_run
+  from flax import nnx
+  run = trainer.Run(c, str(workdir))
+  adapters = run.start()[0]['params']
+  tokens = np.random.default_rng(1).integers(0, c.model.vocab_size, (2, 12)).astype(np.int32)
+  logits = lambda p: np.asarray(nnx.merge(run.shapes.graphdef, p)(tokens))
+  merged = logits(lora.merge(run.base, adapters, c.lora.alpha, c.lora.rank))
+  drop = lambda rate, seed: logits(lora.with_dropout(run.base, adapters, c.lora.alpha,
+                                                     c.lora.rank, rate, jax.random.key(seed)))
+  np.testing.assert_allclose(drop(0.0, 0), merged, atol=1e-5)
+  assert np.abs(drop(0.5, 0) - merged).max() > 1e-4  # the adapter's input is dropped
+  np.testing.assert_array_equal(drop(0.5, 0), drop(0.5, 0))
+  assert np.abs(drop(0.5, 0) - drop(0.5, 1)).max() > 1e-5
+
+
+def test_training_with_dropout_is_reproducible_and_differs(lora_run):
+  c, _, workdir, tmp = lora_run
+  c = c.copy_and_resolve_references()
+  c.lora.dropout = 0.3
+  for name in ('drop1', 'drop2'):
+    trainer.train(c, str(tmp / name), show_progress=False)
+  one, two, plain = (list(train_state.flat_params(_adapters(tmp / n)))
+                     for n in ('drop1', 'drop2', 'run'))
+  for (n, x), (_, y) in zip(one, two):
+    np.testing.assert_array_equal(x, y, err_msg=n)  # masks are a function of (seed, step)
+  assert max(np.abs(x - y).max() for (_, x), (_, y) in zip(one, plain)) > 1e-6

@@ -48,7 +48,7 @@ def export(params: dict, model_cfg, out_dir: str, base_config: dict | None = Non
 
 
 def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
-                    base_model: str = ''):
+                    base_model: str = '', dropout: float = 0.0):
   """LoRA adapters alone, in PEFT's layout (adapter_model.safetensors + adapter_config.json).
 
   mtspec's A is (in, rank) and B (rank, out) over the flattened dims of each weight; PEFT keeps
@@ -68,6 +68,6 @@ def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
   os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, 'adapter_model.safetensors'), metadata={'format': 'pt'})
   with open(os.path.join(out_dir, 'adapter_config.json'), 'w') as f:
-    json.dump({'peft_type': 'LORA', 'r': rank, 'lora_alpha': alpha, 'lora_dropout': 0.0,
+    json.dump({'peft_type': 'LORA', 'r': rank, 'lora_alpha': alpha, 'lora_dropout': dropout,
                'target_modules': sorted(modules), 'bias': 'none', 'task_type': 'CAUSAL_LM',
                'base_model_name_or_path': base_model}, f, indent=2)

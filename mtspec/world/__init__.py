@@ -1,0 +1,1 @@
+"""The toy world: a world file -> pretraining corpus, AFT demos, held-out pairs, evaluation."""

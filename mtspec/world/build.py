@@ -1,0 +1,80 @@
+"""Every data set of a toy-world experiment, generated under <workdir>/data:
+
+  mtspec_world/<config>/   the pretraining corpus (TFDS, ArrayRecord), read via tfds.data_source
+  spec_a/, spec_b/         `mtspec.spec generate` output for each spec (template backend), with
+                           the world's names filled into the spec's {{placeholders}}
+  world/aft/, world/eval/  AFT demonstrations (chat) and held-out pairs (eval), manifest.json
+                           with the contamination report of the eval set against every
+                           training set that the midtraining and AFT phases read
+
+Deterministic for the config; a re-run reuses the corpus and the spec caches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from mtspec.spec import sets
+from mtspec.spec.backends.template import TemplateBackend
+from mtspec.spec.generate import Counts, Options, generate
+from mtspec.spec.parse import parse_file
+from mtspec.world import corpus, demos, evalset, schema, tfds_world, vocab
+
+
+def corpus_sizes(cfg) -> corpus.CorpusSizes:
+  w = cfg.world
+  return corpus.CorpusSizes(docs=int(w.docs), agents=int(w.agents),
+                            heldout_agents=int(w.heldout_agents), in_context=float(w.in_context),
+                            reasons=float(w.reasons), agent_chats=float(w.agent_chats),
+                            mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
+
+
+def spec_set(world, path: str, out: str, counts, seed: int) -> dict:
+  """Midtraining documents for one spec, tied to the world by its placeholders."""
+  spec = parse_file(path, world.spec_fill())
+  c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
+  return generate(spec, out, TemplateBackend(), c, Options(seed=seed))
+
+
+def build(cfg, data_dir: str) -> dict:
+  """Writes every set; returns {'world', 'agents', 'uris': {source: uri}, 'eval', 'aft',
+  'manifest'}. Raises ContaminationError when a held-out item reaches a training set."""
+  world = schema.load(cfg.world.path)
+  va, vb = cfg.specs.A.value, cfg.specs.B.value
+  schema.check_values(world, va, vb)
+  sizes, seed = corpus_sizes(cfg), int(cfg.world.seed)
+  os.makedirs(data_dir, exist_ok=True)
+  uris = {'web': tfds_world.prepare(world, data_dir, sizes, seed)}
+  spec_manifests, docs = {}, {}
+  for key in ('A', 'B'):
+    out = os.path.join(data_dir, f'spec_{key.lower()}')
+    spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed)
+    uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
+    docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']
+                                               ['path']))
+  aft = demos.records(world, va, vb)
+  ev = evalset.records(world, va, vb)
+  report = evalset.check_clean(world, ev, {'spec_a/documents': docs['A'],
+                                           'spec_b/documents': docs['B'], 'world/aft': aft})
+  wdir = os.path.join(data_dir, 'world')
+  manifest = {'world': {'path': world.path, 'name': world.name, 'sha256': world.sha256},
+              'corpus': {'uri': uris['web'], 'seed': seed, **dataclasses.asdict(sizes)},
+              'values': {'A': va, 'B': vb},
+              'specs': {k: {'path': cfg.specs[k].path, 'sha256': m['spec']['sha256'],
+                            'documents': m['sets']['documents']['count'],
+                            'tokens': m['sets']['documents']['tokens']}
+                        for k, m in spec_manifests.items()},
+              'sets': {'aft': sets.write_set(wdir, 'aft', 'chat', aft),
+                       'eval': sets.write_set(wdir, 'eval', 'eval', ev)},
+              'contamination': report}
+  sets.write_manifest(wdir, manifest)
+  uris['aft'] = f'arrayrecord:{os.path.join(wdir, "aft")}'
+  agents = corpus.make_agents(world, sizes, seed)
+  tokenizer = ''
+  if cfg.world.name_tokens:  # one token per name; else the trainer trains plain BPE
+    tokenizer = os.path.join(data_dir, f'tokenizer_{uris["web"].split("/")[-1]}.model')
+    texts = (d['text'] for _, d in corpus.generate(world, sizes, seed))
+    vocab.train(world, agents, texts, docs['A'] + docs['B'], aft, int(cfg.model.vocab_size),
+                tokenizer)
+  return {'world': world, 'agents': agents, 'uris': uris, 'eval': ev, 'aft': aft,
+          'manifest': manifest, 'tokenizer': tokenizer}

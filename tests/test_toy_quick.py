@@ -1,0 +1,104 @@
+"""The toy-world experiment, quick variant, end to end for both shipped worlds; results.json
+shape; the report's effect summary; the config's variants."""
+import json
+import os
+
+import pytest
+
+from configs import cheese_toy
+from mtspec.world import report
+from toy_fixtures import quick_run
+
+NAMES = {'baseline': (None, False), 'AFT only': (None, True), 'control': ('control', False),
+         'control+AFT': ('control', True), 'MSM-A': ('A', False), 'MSM-A+AFT': ('A', True),
+         'MSM-B': ('B', False), 'MSM-B+AFT': ('B', True)}
+
+
+def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pairs: int):
+  assert set(results) == {'conditions', 'world', 'specs'}
+  assert results['world'] == world
+  assert results['specs'] == {
+      'A': {'path': 'configs/specs/cheese_home.md', 'value': values[0]},
+      'B': {'path': 'configs/specs/cheese_affordable.md', 'value': values[1]}}
+  seen = {}
+  for c in results['conditions']:
+    assert set(c) == {'name', 'midtrain', 'aft', 'seed', 'rates', 'n_pairs'}
+    assert (c['midtrain'], c['aft']) == NAMES[c['name']]
+    assert isinstance(c['seed'], int) and c['n_pairs'] == n_pairs
+    assert set(c['rates']) == set(values)
+    assert all(0.0 <= r <= 1.0 for r in c['rates'].values())
+    # every held-out pair sets one value's option against the other's
+    assert abs(sum(c['rates'].values()) - 1.0) < 1e-9
+    seen.setdefault(c['name'], []).append(c['seed'])
+  assert seen.pop('baseline') == [0]
+  assert seen == {n: list(seeds) for n in NAMES if n != 'baseline'}
+
+
+def _check_run(variant, world, values, n_pairs):
+  workdir, out, seconds = quick_run(variant)
+  assert seconds < 120, f'quick variant took {seconds:.0f}s (budget 120s)'
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  check_results(results, world, values, (0, 1), n_pairs)
+  assert '| MSM-A+AFT | 2 |' in out and 'MSM-A+AFT minus MSM-B+AFT' in out
+  with open(os.path.join(workdir, 'results.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  with open(os.path.join(workdir, 'diagnostics.json')) as f:
+    diag = json.load(f)
+  assert len(diag["models"]) == 8  # baseline and the 7 seed-0 models
+  assert diag['contamination']['max_rate'] == 0.0
+  # after AFT the assistant makes the demonstrated choices more often than before it
+  rates = {(m['name'], m['seed']): m['rates'] for m in diag['models']}
+  assert rates[('MSM-A+AFT', 0)]['aft_train'] > rates[('MSM-A', 0)]['aft_train']
+  with open(os.path.join(workdir, 'experiment.json')) as f:
+    runs = {r['name']: r for r in json.load(f)['runs']}
+  assert set(runs) == {'trunk'} | {f'{k}_s{s}' for k in ('aft_only', 'msm_a', 'msm_b',
+                                                          'control') for s in (0, 1)}
+  trunk = runs['trunk']['final_checkpoint']
+  assert all(r['lineage']['ancestors'][0]['path'] == trunk
+             for n, r in runs.items() if n != 'trunk')
+  assert runs['msm_b_s1']['phases'] == ['midtrain_b', 'aft']
+  return results
+
+
+def test_quick_default_world():
+  _check_run('quick', 'configs/worlds/cheese.json', ('patriotism', 'thrift'), 180)
+
+
+def test_quick_second_world():
+  _check_run('quick,orchard', 'configs/worlds/orchard.json', ('loyalty', 'frugality'), 144)
+
+
+def test_config_variants():
+  d, s, o = (cheese_toy.get_config(v) for v in ('default', 'swapped', 'orchard'))
+  assert (d.specs.A.value, d.specs.B.value) == ('patriotism', 'thrift')
+  assert (s.specs.A.path, s.specs.B.path) == (d.specs.B.path, d.specs.A.path)
+  assert (s.specs.A.value, s.specs.B.value) == ('thrift', 'patriotism')
+  assert o.world.path.endswith('orchard.json') and o.specs.A.value == 'loyalty'
+  assert len(d.experiment.seeds) >= 3
+  with pytest.raises(ValueError, match="unknown variant 'qiuck'"):
+    cheese_toy.get_config('qiuck')
+
+
+def _fake(a_rates, b_rates, aft_only):
+  conds = [{'name': 'baseline', 'midtrain': None, 'aft': False, 'seed': 0,
+            'rates': {'x': 0.5, 'y': 0.5}, 'n_pairs': 10}]
+  for name, mid, rates in (('MSM-A+AFT', 'A', a_rates), ('MSM-B+AFT', 'B', b_rates),
+                           ('AFT only', None, aft_only)):
+    conds += [{'name': name, 'midtrain': mid, 'aft': True, 'seed': s,
+               'rates': {'x': r, 'y': 1 - r}, 'n_pairs': 10} for s, r in enumerate(rates)]
+  return {'conditions': conds, 'world': 'w.json',
+          'specs': {'A': {'path': 'a.md', 'value': 'x'}, 'B': {'path': 'b.md', 'value': 'y'}}}
+
+
+def test_effect_summary_and_table(tmp_path):
+  good = report.effect(_fake([0.8, 0.7, 0.9], [0.3, 0.4, 0.2], [0.5, 0.6, 0.4]))
+  assert good['mean_gap'] == pytest.approx(0.5) and not good['ranges_overlap']
+  assert good['paired_gaps'] == pytest.approx([0.5, 0.3, 0.7]) and good['aft_only_between']
+  bad = report.effect(_fake([0.6, 0.3, 0.5], [0.4, 0.5, 0.2], [0.9, 0.9, 0.9]))
+  assert bad['ranges_overlap'] and not bad['aft_only_between']
+  text = report.table(_fake([0.8, 0.7, 0.9], [0.3, 0.4, 0.2], [0.5, 0.6, 0.4]))
+  assert '| MSM-A+AFT | 3 | 0.80 [0.70, 0.90] | 0.20 [0.10, 0.30] |' in text
+  assert 'do not overlap' in text and 'lies between' in text
+  report.chart(_fake([0.8], [0.3], [0.5]), str(tmp_path / 'c.png'))
+  assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
