@@ -60,9 +60,9 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
     else:
       micro = jax.tree.map(lambda x: _split_micro(x, grad_accum), batch)
 
-      def body(carry, mb):
+      def body(carry, mb_i):
+        mb, i = mb_i
         mb = {k: sharding.constrain(v, ('batch', 'seq')) for k, v in mb.items()}
-        mb, i = mb
         (l, w), g = grad_fn(params, base, mb, state['step'] * grad_accum + i)
         return jax.tree.map(jnp.add, carry, (l, w, g)), None
 
