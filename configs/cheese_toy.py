@@ -72,7 +72,7 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
               warmup_steps=8)
   # A gentle AFT (low learning rate, demonstrations mixed with pretraining data): at lr 5e-4
   # the AFT pulled every branch towards the world's patriotic items and the MSM-A minus
-  # MSM-B gap fell from +0.56 (before AFT) to +0.14; at 2e-4 it was +0.26, at 1e-4 +0.37
+  # MSM-B gap fell from +0.56 (before AFT, an earlier run) to +0.14; at 2e-4 it was +0.26, at 1e-4 +0.37
   # (3 seeds, AFT rerun from the same midtraining checkpoints). Pure demonstrations (no
   # pretraining data) or fewer demonstrations (10%) kept less of the gap.
   new_phase(c, 'aft', 20, {'aft': 0.3, 'web': 0.7}, lr=1e-4, warmup_steps=2)

@@ -41,17 +41,24 @@ def time_steps(run_step, n_warmup: int, n_steps: int) -> float:
   return (time.perf_counter() - t) / n_steps
 
 
-def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
+def build_step(cfg):
+  """(train step, fresh state, one synthetic global batch, mesh) for cfg's shape."""
   t = cfg.train
   mesh = sharding.make_mesh(cfg.mesh.shape)
   schedule = optim.lr_schedule(1e-3, 1000, 10, 'cosine', 0.1)
   opt = optim.make_optimizer(t, schedule)
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
-  state = [train_state.init_state(cfg.model, opt, 0, shards)]
+  state = train_state.init_state(cfg.model, opt, 0, shards)
   step = step_lib.make_train_step(shapes.graphdef, opt, schedule, t.grad_accum, shards, mesh)
   batch = sharding.to_global(synthetic_batch(cfg.model.vocab_size, t.batch_size, t.seq_len),
                              mesh)
+  return step, state, batch, mesh
+
+
+def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
+  step, state, batch, _ = build_step(cfg)
+  state = [state]
 
   def run():
     state[0], m = step(state[0], batch)

@@ -52,19 +52,25 @@ def init(params: dict, names, rank: int, key, dtype=jnp.float32) -> dict:
   return adapters
 
 
-def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
-  """Base params with every adapter folded in (a new tree; the base is unchanged)."""
-  scale = alpha / rank
+def _replace_adapted(params: dict, adapters: dict, replace) -> dict:
+  """A new params tree in which each adapted weight w becomes replace(w, ab, layer, index of
+  the target within the layer); the base tree is unchanged."""
   layers = {}
   for i, layer in params['layers'].items():
     layer = {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
-    for name, ab in adapters.get(i, {}).items():
+    for j, (name, ab) in enumerate(sorted(adapters.get(i, {}).items())):
       module, weight = name.split('.')
-      w = layer[module][weight]
-      delta = (ab['a'] @ ab['b']).reshape(w.shape) * scale
-      layer[module][weight] = (w + delta.astype(w.dtype))
+      layer[module][weight] = replace(layer[module][weight], ab, i, j)
     layers[i] = layer
   return {**params, 'layers': layers}
+
+
+def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
+  """Base params with every adapter folded in (a new tree; the base is unchanged)."""
+  def fold(w, ab, i, j):
+    delta = (ab['a'] @ ab['b']).reshape(w.shape) * (alpha / rank)
+    return w + delta.astype(w.dtype)
+  return _replace_adapted(params, adapters, fold)
 
 
 class DroppedOutAdapter:
@@ -100,13 +106,7 @@ def with_dropout(params: dict, adapters: dict, alpha: float, rank: int, rate: fl
                  key) -> dict:
   """Base params with each adapted weight replaced by a DroppedOutAdapter (one dropout key
   per layer and target)."""
-  layers = {}
-  for i, layer in params['layers'].items():
-    layer = {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
-    for j, (name, ab) in enumerate(sorted(adapters.get(i, {}).items())):
-      module, weight = name.split('.')
-      sub = jax.random.fold_in(jax.random.fold_in(key, int(i)), j)
-      layer[module][weight] = DroppedOutAdapter(layer[module][weight], ab['a'], ab['b'],
-                                                alpha / rank, rate, sub)
-    layers[i] = layer
-  return {**params, 'layers': layers}
+  def wrap(w, ab, i, j):
+    sub = jax.random.fold_in(jax.random.fold_in(key, int(i)), j)
+    return DroppedOutAdapter(w, ab['a'], ab['b'], alpha / rank, rate, sub)
+  return _replace_adapted(params, adapters, wrap)

@@ -18,28 +18,18 @@ import resource
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
 from configs import lm
-from mtspec import optim, sharding, step as step_lib, train_state
-from mtspec.bench import synthetic_batch
+from mtspec.bench import build_step
 
 
 def build(variant: str, batch: int, seq: int, dtype: str):
-  mcfg = lm.model_config(variant)
-  mcfg.dtype = dtype
-  tcfg = ml_collections.ConfigDict(dict(grad_clip=1.0, weight_decay=0.1, b1=0.9, b2=0.95,
-                                        eps=1e-8))
-  mesh = sharding.make_mesh((1, -1, 1))
-  schedule = optim.lr_schedule(1e-3, 1000, 10, 'cosine', 0.1)
-  opt = optim.make_optimizer(tcfg, schedule)
-  shapes = train_state.model_shapes(mcfg)
-  shards = train_state.state_shardings(mesh, opt, shapes)
-  state = train_state.init_state(mcfg, opt, 0, shards)
-  step = step_lib.make_train_step(shapes.graphdef, opt, schedule, 1, shards, mesh)
-  data = sharding.to_global(synthetic_batch(mcfg.vocab_size, batch, seq), mesh)
-  return step, state, data, mesh
+  """The benchmark's step (mtspec.bench.build_step) for this shape."""
+  cfg = lm.get_config(variant)
+  cfg.train.update(seq_len=seq, batch_size=batch)
+  cfg.model.dtype = dtype
+  return build_step(cfg)
 
 
 def op_table(trace_dir: str, n_steps: int, top: int):
