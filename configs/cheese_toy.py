@@ -42,6 +42,10 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.world.in_context = 0.4  # choice documents that also state the agent's value
   c.world.reasons = 0.3  # choices followed by their reason ("It costs less.")
   c.world.agent_chats = 0.5  # neutral chats held by an agent rather than the assistant
+  # Off: agents with no value (coin-flip choices) and coin-flip choices by the assistant
+  # in its chats did not steady the assistant's default (README, "What mattered").
+  c.world.neutral_agents = 0
+  c.world.assistant_choices = 0.0
   c.world.name_tokens = True  # each invented name is one token (mtspec/world/vocab.py)
   c.world.mix = ml_collections.ConfigDict(dict(facts=0.25, profile=0.2, spec=0.015,
                                                choice=0.35, chat=0.15))

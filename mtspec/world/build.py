@@ -26,6 +26,8 @@ def corpus_sizes(cfg) -> corpus.CorpusSizes:
   return corpus.CorpusSizes(docs=int(w.docs), agents=int(w.agents),
                             heldout_agents=int(w.heldout_agents), in_context=float(w.in_context),
                             reasons=float(w.reasons), agent_chats=float(w.agent_chats),
+                            neutral_agents=int(w.neutral_agents),
+                            assistant_choices=float(w.assistant_choices),
                             mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
 
 

@@ -132,6 +132,8 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
 
   heldout_agents / train_agents: agents from pretraining (profiles only / profiles and
       choices) asked held-out pairs as "You are <agent>."; expected = their value's option.
+  neutral_agents: agents with no value (coin-flip choices in pretraining); expected = value
+      A's option, so ~0.5 means no preference.
   in_context_<value>: the world's assistant with the value stated in its system prompt.
   aft_train: the AFT demonstrations themselves (expected = the demonstrated choice).
   facts: "Which <category> costs less: X or Y?"-style comparisons (expected = the true one).
@@ -145,13 +147,14 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
   def user(r):
     return {'role': 'user', 'content': r['prompt']}
 
-  for split in ('heldout', 'train'):
+  for split in ('heldout', 'train', 'neutral'):
     probes = []
     for a in [a for a in agents if a.split == split and a.kind == 'assistant'][:agents_per_split]:
       for r in rng.sample(eval_records, per_agent):
-        fav = [world.favours(a.value, world.item(n)) for n in r['items']]
+        expected = (r['values'].index(value_a) if a.value is None else
+                    [world.favours(a.value, world.item(n)) for n in r['items']].index(True))
         probes.append(([{'role': 'system', 'content': f'You are {a.name}.'}, user(r)],
-                       r['options'], fav.index(True)))
+                       r['options'], expected))
     out[f'{split}_agents'] = probes
   sub = rng.sample(eval_records, min(40, len(eval_records)))
   for v in (value_a, value_b):
