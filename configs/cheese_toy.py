@@ -85,6 +85,7 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.experiment = ml_collections.ConfigDict()
   c.experiment.trunk = ('pretrain',)
   c.experiment.init_mode = 'params'
+  c.experiment.trunk_from = ''  # a workdir whose complete trunk to start from (no retraining)
   c.experiment.seeds = (0, 1, 2)  # mtspec.toy makes the four branches for each seed
   c.experiment.branches = ml_collections.ConfigDict()
 

@@ -31,6 +31,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.experiment = ml_collections.ConfigDict()
   c.experiment.trunk = ('pretrain',)
   c.experiment.init_mode = 'params'
+  c.experiment.trunk_from = ''  # a workdir whose complete trunk to start from (no retraining)
   c.experiment.branches = ml_collections.ConfigDict({
       'msm_a': dict(phases=('midtrain_a', 'posttrain'), seed=0),
       'msm_b': dict(phases=('midtrain_b', 'posttrain'), seed=0),

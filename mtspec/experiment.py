@@ -4,10 +4,13 @@ config.experiment:
   trunk       phase names the trunk runs (e.g. ('pretrain',))
   branches    name -> {phases: (...), seed: int}; each starts from the trunk's final checkpoint
   init_mode   params | full: what a branch takes from the trunk
+  trunk_from  optional: the workdir of an earlier tree whose complete trunk this tree's
+              branches start from (nothing is retrained; its phases and tokenizer must match)
 
 One command runs the whole tree; the trunk trains once; a rerun skips complete runs and
 resumes incomplete ones. experiment.json lists every run with its final checkpoint and lineage.
 """
+import hashlib
 import json
 import os
 
@@ -40,6 +43,37 @@ def _final_lineage(summary: dict) -> dict:
     return json.load(f)
 
 
+def _sha256(path: str) -> str:
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) -> dict:
+  """The summary of the complete trunk of the tree in workdir `src`, checked against this
+  tree's trunk phases, step count and tokenizer (a trunk read with another tokenizer would
+  read every token wrong)."""
+  key = 'config.experiment.trunk_from'
+  path = os.path.join(src, 'experiment.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'{key}={src!r}: no experiment.json there (run an experiment tree in '
+                      'that workdir first)')
+  with open(path) as f:
+    tree = json.load(f)
+  trunk = next((r for r in tree['runs'] if r['name'] == 'trunk'), None)
+  if trunk is None or tuple(trunk['phases']) != phases:
+    raise ConfigError(f'{key}={src!r}: its trunk ran phases '
+                      f'{trunk and trunk["phases"]}, this config\'s trunk runs {list(phases)}')
+  if not _complete(trunk['workdir'], total_steps):
+    raise ConfigError(f'{key}={src!r}: its trunk ({trunk["workdir"]}) has not completed the '
+                      f'{total_steps} steps this config\'s trunk runs')
+  if tokenizer and _sha256(tree['tokenizer']) != _sha256(tokenizer):
+    raise ConfigError(f'{key}={src!r}: its trunk was trained with tokenizer '
+                      f'{tree["tokenizer"]}, which differs from this tree\'s {tokenizer} '
+                      '(another world, corpus or vocabulary size?)')
+  with open(os.path.join(trunk['workdir'], 'summary.json')) as f:
+    return dict(json.load(f), workdir=trunk['workdir'])
+
+
 def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
   """One tokenizer for every run of the tree, trained on every source the tree names."""
   if cfg.data.tokenizer:
@@ -70,6 +104,10 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
     rcfg = run_config(cfg, name, order, seed, tokenizer, data_dir, init, exp.init_mode)
     run_dir = os.path.join(workdir, name)
     total = phases_lib.total_steps(phases_lib.plan(rcfg))
+    if name == 'trunk' and exp.get('trunk_from'):
+      summaries[name] = borrowed_trunk(os.path.abspath(exp.trunk_from), order, total, tokenizer)
+      print(f'trunk: from {summaries[name]["workdir"]}, not retrained')
+      continue
     if _complete(run_dir, total):
       with open(os.path.join(run_dir, 'summary.json')) as f:
         summaries[name] = json.load(f)
@@ -80,7 +118,7 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
     summaries[name] = {k: v for k, v in result.items() if k != 'state'}
 
   runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
-           'workdir': os.path.join(workdir, name),
+           'workdir': s.get('workdir', os.path.join(workdir, name)),
            'final_checkpoint': s['final_checkpoint'], 'lineage': _final_lineage(s)}
           for name, s in summaries.items()]
   tree = {'workdir': workdir, 'tokenizer': tokenizer, 'runs': runs}

@@ -7,6 +7,7 @@ import pytest
 
 from configs import cheese_toy
 from mtspec.world import report
+from conftest import run_module
 from toy_fixtures import quick_run
 
 NAMES = {'baseline': (None, False), 'AFT only': (None, True), 'control': ('control', False),
@@ -67,6 +68,33 @@ def test_quick_default_world():
 
 def test_quick_second_world():
   _check_run('quick,orchard', 'configs/worlds/orchard.json', ('loyalty', 'frugality'), 144)
+
+
+def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
+  src, _, _ = quick_run('quick')
+  args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick',
+          f'--config.experiment.trunk_from={src}', '--config.experiment.seeds=(0,)']
+  proc = run_module(args + [f'--workdir={tmp_path / "b"}'])
+  assert 'not retrained' in proc.stdout and not (tmp_path / 'b' / 'trunk').exists()
+  with open(os.path.join(src, 'experiment.json')) as f:
+    src_trunk = next(r for r in json.load(f)['runs'] if r['name'] == 'trunk')
+  with open(tmp_path / 'b' / 'experiment.json') as f:
+    runs = {r['name']: r for r in json.load(f)['runs']}
+  assert runs['trunk']['final_checkpoint'] == src_trunk['final_checkpoint']
+  assert set(runs) == {'trunk', 'aft_only_s0', 'msm_a_s0', 'msm_b_s0', 'control_s0'}
+  assert all(r['lineage']['ancestors'][0]['path'] == src_trunk['final_checkpoint']
+             for n, r in runs.items() if n != 'trunk')
+  baseline = lambda d: next(c['rates'] for c in json.load(open(os.path.join(d, 'results.json')))
+                            ['conditions'] if c['name'] == 'baseline')
+  assert baseline(tmp_path / 'b') == baseline(src)  # the very same trunk checkpoint
+  # a trunk trained with another tokenizer (here: another vocabulary size) is refused by name
+  bad = run_module(args + ['--config.model.vocab_size=640', f'--workdir={tmp_path / "c"}'],
+                   check=False)
+  assert bad.returncode == 2 and 'config.experiment.trunk_from' in bad.stderr
+  assert 'tokenizer' in bad.stderr
+  missing = run_module(args[:3] + [f'--config.experiment.trunk_from={tmp_path / "none"}',
+                                   f'--workdir={tmp_path / "d"}'], check=False)
+  assert missing.returncode == 2 and 'no experiment.json there' in missing.stderr
 
 
 def test_config_variants():
