@@ -145,6 +145,14 @@ class _Reader:
       self.fail(full, f'expected a non-empty mapping, got {v!r}')
     return v
 
+  def entries(self, d: dict, key: str, where: str, expected: str):
+    """(name, key path, entry) of a non-empty mapping whose entries must be mappings."""
+    full = f'{where}.{key}' if where else key
+    for name, entry in self.get(d, key, where, dict).items():
+      if not isinstance(entry, dict):
+        self.fail(f'{full}.{name}', expected)
+      yield name, f'{full}.{name}', entry
+
   def strings(self, d: dict, key: str, where: str, allowed=FIELDS, default=...):
     v = self.get(d, key, where, list, default)
     full = f'{where}.{key}' if where else key
@@ -209,19 +217,15 @@ def load(path: str | Path) -> World:
   r.template(system_prompt, 'system_prompt', {'assistant'})
 
   attributes = {}
-  for a, spec in r.get(raw, 'attributes', '', dict).items():
-    where = f'attributes.{a}'
-    if not isinstance(spec, dict):
-      r.fail(where, 'expected a mapping with levels and questions')
+  for a, where, spec in r.entries(raw, 'attributes', '',
+                                  'expected a mapping with levels and questions'):
     levels_raw = r.get(spec, 'levels', where, dict)
     if len(levels_raw) != 2:
       r.fail(f'{where}.levels', f'attributes are binary: expected 2 levels, got '
              f'{len(levels_raw)} ({", ".join(levels_raw)})')
     levels = []
-    for ln, lspec in levels_raw.items():
-      lw = f'{where}.levels.{ln}'
-      if not isinstance(lspec, dict):
-        r.fail(lw, 'expected a mapping with facts and compare')
+    for ln, lw, lspec in r.entries(spec, 'levels', where,
+                                   'expected a mapping with facts and compare'):
       country = lspec.get('country', '')
       if country not in ('', 'home', 'foreign'):
         r.fail(f'{lw}.country', f'expected home or foreign, got {country!r}')
@@ -233,10 +237,8 @@ def load(path: str | Path) -> World:
     r.fail('attributes', 'need at least two attributes (one per value of the experiment)')
 
   values = {}
-  for v, spec in r.get(raw, 'values', '', dict).items():
-    where = f'values.{v}'
-    if not isinstance(spec, dict):
-      r.fail(where, 'expected a mapping with favours, words and descriptions')
+  for v, where, spec in r.entries(raw, 'values', '',
+                                  'expected a mapping with favours, words and descriptions'):
     fav = r.get(spec, 'favours', where, dict)
     if len(fav) != 1:
       r.fail(f'{where}.favours', f'expected one attribute: level pair, got {fav!r}')
@@ -250,10 +252,8 @@ def load(path: str | Path) -> World:
                       r.strings(spec, 'descriptions', where))
 
   categories, seen = {}, {}
-  for c, spec in r.get(raw, 'categories', '', dict).items():
-    where = f'categories.{c}'
-    if not isinstance(spec, dict):
-      r.fail(where, 'expected a mapping with plural and items')
+  for c, where, spec in r.entries(raw, 'categories', '',
+                                  'expected a mapping with plural and items'):
     plural = r.get(spec, 'plural', where, str, c)
     items = []
     for i, it in enumerate(r.get(spec, 'items', where, list)):
