@@ -1,4 +1,5 @@
 """Learning-rate schedules and the AdamW optimizer."""
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -34,6 +35,15 @@ def make_optimizer(tcfg, schedule: optax.Schedule) -> optax.GradientTransformati
       optax.adamw(schedule, b1=tcfg.b1, b2=tcfg.b2, eps=tcfg.eps,
                   weight_decay=tcfg.weight_decay, mask=_decay_mask),
   )
+
+
+def restart_schedule(opt_state, step: int = 0):
+  """The optimizer state with its LR-schedule position set to `step`. optax reads the
+  schedule from a count inside the state, so a branch that carries its trunk's state
+  (init.mode=full) would otherwise follow the trunk's count, not its own phases."""
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  return jax.tree.map(lambda x: x._replace(count=x.count * 0 + step) if is_schedule(x) else x,
+                      opt_state, is_leaf=is_schedule)
 
 
 def clean_lr(schedule, step) -> float:

@@ -187,7 +187,7 @@ class Run:
       state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
                                      self.shardings)
       if origin is not None and 'opt_state' in origin:  # init.mode=full
-        state = {**state, **origin}
+        state = {**state, **origin, 'opt_state': optim.restart_schedule(origin['opt_state'])}
       elif origin is not None:
         params = origin['params'] if 'params' in origin else origin
         state = {**state, 'params': params, 'opt_state': jax.jit(

@@ -98,6 +98,23 @@ def test_branch_starts_from_the_trunk_exact_params(tree):
   assert_same_params(state['params'], want)
 
 
+def test_full_mode_branch_keeps_adam_moments_but_follows_its_own_schedule(tree):
+  import optax
+  from mtspec import experiment
+  c, root, result = tree
+  trunk_final = [r for r in result['runs'] if r['name'] == 'trunk'][0]['final_checkpoint']
+  bcfg = experiment.run_config(c, 'b_two', ('two',), 1, result['tokenizer'],
+                               str(root / 'data'), trunk_final, 'full')
+  opt_state = trainer.Run(bcfg, str(root / 'probe_full')).start()[0]['opt_state']
+  nodes = lambda kind: [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
+      x, kind)) if isinstance(x, kind)]
+  adam, = nodes(optax.ScaleByAdamState)
+  assert int(adam.count) == 4  # the trunk's 4 steps of moments, carried over
+  assert any(np.abs(np.asarray(m)).max() > 0 for m in jax.tree.leaves(adam.mu))
+  # the LR schedule restarts with the branch's own phases (it read the trunk's step before)
+  assert [int(s.count) for s in nodes(optax.ScaleByScheduleState)] == [0]
+
+
 def test_every_final_checkpoint_leads_back_to_the_trunk(tree):
   _, root, result = tree
   with open(root / 'experiment.json') as f:
