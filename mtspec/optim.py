@@ -37,12 +37,13 @@ def make_optimizer(tcfg, schedule: optax.Schedule) -> optax.GradientTransformati
   )
 
 
-def restart_schedule(opt_state, step: int = 0):
-  """The optimizer state with its LR-schedule position set to `step`. optax reads the
-  schedule from a count inside the state, so a branch that carries its trunk's state
-  (init.mode=full) would otherwise follow the trunk's count, not its own phases."""
+def restart_schedule(opt_state):
+  """The optimizer state with its LR schedule back at step 0. optax reads the schedule from
+  a count inside the state, so a branch that carries its trunk's state (init.mode=full)
+  would otherwise follow the trunk's count, not its own phases. (count * 0 keeps the
+  count's device placement.)"""
   is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
-  return jax.tree.map(lambda x: x._replace(count=x.count * 0 + step) if is_schedule(x) else x,
+  return jax.tree.map(lambda x: x._replace(count=x.count * 0) if is_schedule(x) else x,
                       opt_state, is_leaf=is_schedule)
 
 
