@@ -80,12 +80,15 @@ def load_params(directory: str, step: int | None = None):
   Works whatever mesh or process count saved it.
   """
   import numpy as np
-  if step is None:
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
-    if not steps:
-      raise FileNotFoundError(f'no checkpoint under {directory}')
-    step = steps[-1]
+  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) \
+      if os.path.isdir(directory) else []
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  step = steps[-1] if step is None else step
   state_dir = os.path.join(directory, str(step), 'state')
+  if step not in steps or not os.path.isdir(state_dir):
+    raise FileNotFoundError(f'no checkpoint at step {step} under {directory} (steps there: '
+                            f'{", ".join(map(str, steps))})')
   with ocp.PyTreeCheckpointer() as ckptr:
     saved = ckptr.metadata(state_dir).item_metadata.tree
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)

@@ -88,3 +88,5 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
   p_res, s_res = checkpoint.load_params(str(killed / 'checkpoints'))
   assert s_full == s_res == 40
   jax.tree.map(np.testing.assert_array_equal, p_res, p_full)
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 7 under .*full.*steps there: .*40'):
+    checkpoint.load_params(str(full / 'checkpoints'), 7)
