@@ -80,6 +80,7 @@ def load_params(directory: str, step: int | None = None):
   Works whatever mesh or process count saved it.
   """
   import numpy as np
+  directory = os.path.abspath(directory)  # orbax reads no metadata through a relative path
   steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) \
       if os.path.isdir(directory) else []
   if not steps:

@@ -120,6 +120,7 @@ def run(cfg, workdir: str, show_progress: bool = True) -> dict:
                         'timing': timing, 'contamination': data['manifest']['contamination']})
   report.chart(results, os.path.join(workdir, 'results.png'))
   print(report.table(results))
+  print(report.own_table(diagnostics, [cfg.specs.A.value, cfg.specs.B.value]))
   print(f"timing: data {timing['data_s']}s, training {timing['train_s']}s, evaluation "
         f"{timing['eval_s']}s, total {timing['total_s']}s")
   print(f'results: {workdir}/results.json, chart: {workdir}/results.png')

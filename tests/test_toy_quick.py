@@ -46,11 +46,12 @@ def _check_run(variant, world, values, n_pairs):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   with open(os.path.join(workdir, 'diagnostics.json')) as f:
     diag = json.load(f)
-  assert len(diag["models"]) == 8  # baseline and the 7 seed-0 models
+  assert len(diag["models"]) == 15  # baseline and 7 models per seed
   assert diag['contamination']['max_rate'] == 0.0
   # after AFT the assistant makes the demonstrated choices more often than before it
   rates = {(m['name'], m['seed']): m['rates'] for m in diag['models']}
   assert rates[('MSM-A+AFT', 0)]['aft_train'] > rates[('MSM-A', 0)]['aft_train']
+  assert all({f'own_{v}' for v in values} <= set(r) for r in rates.values())
   with open(os.path.join(workdir, 'experiment.json')) as f:
     runs = {r['name']: r for r in json.load(f)['runs']}
   assert set(runs) == {'trunk'} | {f'{k}_s{s}' for k in ('aft_only', 'msm_a', 'msm_b',

@@ -109,6 +109,37 @@ def test_aft_demos_confound_and_eval_pairs_deconfound(world):
   assert sum(r['aligned'] for r in ev) == len(ev) // 2  # no position bias
 
 
+def test_value_probes_isolate_one_attribute(world):
+  # The held-out pairs cannot tell patriotism from luxury (home-made-and-pricey suits both):
+  # the own_ and agent probes vary only the attribute of the value they ask about.
+  from mtspec.world import evaluate
+  ev = evalset.records(world, 'patriotism', 'thrift')
+  agents = corpus.make_agents(world, SMALL, seed=0)
+  diag = evaluate.diagnostic_items(world, agents, ev, demos.records(world, 'patriotism',
+                                                                    'thrift'),
+                                   'patriotism', 'thrift')
+  assert {'own_patriotism', 'own_thrift'} | {f'says_{v}' for v in world.values} <= set(diag)
+  by_name = {a.name: a for a in agents}
+  for key in ('own_patriotism', 'own_thrift', 'heldout_agents', 'train_agents'):
+    assert len(diag[key]) >= 20
+    for messages, answers, expected in diag[key]:
+      speaker = messages[0]['content'].removeprefix('You are ').rstrip('.')
+      value = key.removeprefix('own_') if key.startswith('own_') else by_name[speaker].value
+      attr = world.values[value].attribute
+      a, b = (world.item(x.rstrip('.')) for x in answers)
+      assert a.category == b.category and a.category in world.eval_categories
+      assert [k for k in world.attributes if a.levels[k] != b.levels[k]] == [attr]
+      assert world.favours(value, (a, b)[expected]) and not world.favours(value, (a, b)[1 - expected])
+  said = diag['says_thrift']
+  thrift = world.values['thrift']
+  assert len(said) == 3 * len(thrift.words + thrift.descriptions)
+  mine_texts = {world.fill(x) for x in thrift.words} | \
+      {world.fill(d, name=world.assistant) for d in thrift.descriptions}
+  for prefix, (mine, theirs), expected in said:
+    assert expected == 0 and mine != theirs
+    assert any(mine.endswith(f'{t}.') or mine.endswith(t) for t in mine_texts), mine
+
+
 def test_build_is_deterministic_and_clean_and_a_planted_leak_is_caught(tmp_path):
   cfg = cheese_toy.get_config('quick')
   one, two = build.build(cfg, str(tmp_path / 'one')), build.build(cfg, str(tmp_path / 'two'))

@@ -63,9 +63,17 @@ class Scorer:
     return _match(self.shapes.params, trainer.checkpoint_params(run_dir, step))
 
   def encode(self, items) -> list[tuple[np.ndarray, np.ndarray]]:
-    """items: [(messages, [answer, answer])] -> per answer (token ids, answer mask)."""
+    """items: [(messages, [answer, answer])] -> per answer (token ids, answer mask).
+
+    messages may be plain text: each answer then continues it, and the whole text is
+    scored (the shared prefix adds the same to both answers)."""
     seqs = []
     for messages, answers in items:
+      if isinstance(messages, str):
+        for ans in answers:
+          ids = np.asarray(self.tok.encode(messages + ans), np.int32)
+          seqs.append((ids, np.ones(len(ids))))
+        continue
       prompt, _ = chat.render(self.tok, messages, add_generation_prompt=True)
       for ans in answers:
         body = np.asarray(self.tok.encode(ans + chat.END), np.int32)
@@ -130,10 +138,21 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
                      seed: int = 0) -> dict:
   """Named probes: [(messages, answers, index of the expected answer)].
 
+  The held-out pairs set value A's option against value B's, so they cannot tell value A
+  from the value that favours the other level of B's attribute (in the cheese world, home-made
+  and pricey suits patriotism and luxury alike). The probes below that ask about one value
+  use pairs that differ only in that value's attribute.
+  own_<value> (A and B): the world's assistant on held-out pairs that differ only in the
+      value's attribute; expected = the value's option. ~0.5: no preference on that attribute.
+  says_<value> (every value of the world): the assistant described in the pretraining
+      corpus's profile formats ("How would you describe Aria? Aria is thrifty."); expected
+      = this value's words, against each other value's in turn. 1.0: the model says the
+      assistant holds this value rather than any other.
   heldout_agents / train_agents: agents from pretraining (profiles only / profiles and
-      choices) asked held-out pairs as "You are <agent>."; expected = their value's option.
-  neutral_agents: agents with no value (coin-flip choices in pretraining); expected = value
-      A's option, so ~0.5 means no preference.
+      choices) as "You are <agent>.", on pairs that differ only in their value's attribute;
+      expected = their value's option.
+  neutral_agents: agents with no value (coin-flip choices in pretraining) on held-out pairs;
+      expected = value A's option, so ~0.5 means no preference.
   in_context_<value>: the world's assistant with the value stated in its system prompt.
   aft_train: the AFT demonstrations themselves (expected = the demonstrated choice).
   facts: "Which <category> costs less: X or Y?"-style comparisons (expected = the true one).
@@ -147,15 +166,50 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
   def user(r):
     return {'role': 'user', 'content': r['prompt']}
 
-  for split in ('heldout', 'train', 'neutral'):
+  def own_pairs(value, system, n):
+    """n pairs (both orders) differing only in the value's attribute, as the assistant
+    named in `system` would be asked them."""
+    attr = world.values[value].attribute
+    pairs = []
+    for c in world.eval_categories:
+      cat = world.categories[c]
+      for a in cat.items:
+        for b in cat.items:
+          same = all(a.levels[k] == b.levels[k] for k in world.attributes if k != attr)
+          if same and world.favours(value, a) and not world.favours(value, b):
+            pairs.append((cat, a, b))
+    probes = []
+    for cat, a, b in rng.sample(pairs, min(n, len(pairs))):
+      q = rng.choice(world.choice_questions)
+      for x, y in ((a, b), (b, a)):
+        probes.append(([{'role': 'system', 'content': system},
+                        {'role': 'user', 'content': q.format(category=cat.name,
+                                                             plural=cat.plural, a=x.name,
+                                                             b=y.name)}],
+                       [f'{x.name}.', f'{y.name}.'], 0 if x is a else 1))
+    return probes
+
+  for v in (value_a, value_b):
+    out[f'own_{v}'] = own_pairs(v, world.system(), 40)
+  name = world.assistant
+  for v in sorted(world.values):
+    texts = lambda u: ([f'Q: How would you describe {name}?\nA: {name} is {world.fill(x)}.'
+                        for x in world.values[u].words] +
+                       [f'About {name}. {world.fill(d, name=name)}'
+                        for d in world.values[u].descriptions])
+    out[f'says_{v}'] = [('', [mine, theirs], 0) for u in sorted(world.values) if u != v
+                        for mine, theirs in zip(texts(v), texts(u))]
+  for split in ('heldout', 'train'):
     probes = []
     for a in [a for a in agents if a.split == split and a.kind == 'assistant'][:agents_per_split]:
-      for r in rng.sample(eval_records, per_agent):
-        expected = (r['values'].index(value_a) if a.value is None else
-                    [world.favours(a.value, world.item(n)) for n in r['items']].index(True))
-        probes.append(([{'role': 'system', 'content': f'You are {a.name}.'}, user(r)],
-                       r['options'], expected))
+      probes += own_pairs(a.value, f'You are {a.name}.', per_agent // 2)
     out[f'{split}_agents'] = probes
+  probes = []
+  for a in [a for a in agents if a.split == 'neutral' and a.kind == 'assistant'][:agents_per_split]:
+    for r in rng.sample(eval_records, per_agent):
+      probes.append(([{'role': 'system', 'content': f'You are {a.name}.'}, user(r)],
+                     r['options'], r['values'].index(value_a)))
+  out['neutral_agents'] = probes
   sub = rng.sample(eval_records, min(40, len(eval_records)))
   for v in (value_a, value_b):
     desc = world.fill(world.values[v].descriptions[0], name=world.assistant)

@@ -117,3 +117,25 @@ def chart(results: dict, path: str, title: str = '') -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def own_table(diagnostics: list, values) -> str:
+  """A markdown table: condition x how often the assistant acts on each value alone (pairs
+  that differ only in that value's attribute), from diagnostics.json's models."""
+  groups = {}
+  for m in sorted(diagnostics, key=lambda m: m['seed']):
+    if all(f'own_{v}' in m['rates'] for v in values):
+      g = groups.setdefault(m['name'], {v: [] for v in values})
+      for v in values:
+        g[v].append(m['rates'][f'own_{v}'])
+  if not groups:
+    return ''
+  rows = ['| condition | seeds | ' + ' | '.join(f'{v} alone' for v in values) + ' |',
+          '|---|---|' + '---|' * len(values)]
+  for name in (n for n in ORDER if n in groups):
+    g = groups[name]
+    rows.append(f'| {name} | {len(g[values[0]])} | '
+                + ' | '.join(stats(g[v]) for v in values) + ' |')
+  return '\n'.join(rows + [
+      '\nEach value alone: held-out pairs that differ only in that value\'s attribute (the '
+      'other equal); rate = fraction choosing the value\'s option; 0.5 = no preference.'])
