@@ -85,6 +85,30 @@ def score_all(cfg, tree: dict, data: dict, show_progress: bool = True):
   return conditions, diagnostics
 
 
+class WorkdirInUse(RuntimeError):
+  pass
+
+
+def lock_workdir(workdir: str):
+  """An exclusive lock on <workdir>/.lock: a second experiment started in the same workdir
+  (a cell run twice, a command pasted twice) would train the same runs and overwrite their
+  checkpoints. Returns the open lock file; the lock goes when it is closed or the process ends."""
+  import fcntl
+  f = open(os.path.join(workdir, '.lock'), 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    owner = f.read().strip() or 'another process'
+    f.close()
+    raise WorkdirInUse(f'workdir {workdir} is in use by {owner}; wait for it to finish or '
+                       'use another --workdir') from None
+  f.truncate(0)
+  f.write(f'pid {os.getpid()}')
+  f.flush()
+  return f
+
+
 def run(cfg, workdir: str, show_progress: bool = True) -> dict:
   """The whole experiment; returns results.json's content."""
   import jax
@@ -93,6 +117,7 @@ def run(cfg, workdir: str, show_progress: bool = True) -> dict:
   t0 = time.time()
   workdir = os.path.abspath(workdir)  # orbax wants absolute checkpoint paths
   os.makedirs(workdir, exist_ok=True)
+  lock = lock_workdir(workdir)  # held while this experiment runs  # noqa: F841
   # Branches compile the same train step: the persistent cache compiles each shape once.
   jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, '.jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -135,7 +160,8 @@ def main(argv):
   from mtspec.world.schema import WorldError
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except (config_lib.ConfigError, WorldError, FileNotFoundError, ValueError) as e:
+  except (config_lib.ConfigError, WorldError, FileNotFoundError, ValueError,
+          WorkdirInUse) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except ContaminationError as e:

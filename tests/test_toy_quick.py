@@ -131,3 +131,13 @@ def test_effect_summary_and_table(tmp_path):
   assert 'do not overlap' in text and 'lies between' in text
   report.chart(_fake([0.8], [0.3], [0.5]), str(tmp_path / 'c.png'))
   assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_a_second_experiment_in_the_same_workdir_is_refused(tmp_path):
+  from mtspec import toy
+  held = toy.lock_workdir(str(tmp_path))
+  with pytest.raises(toy.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
+    toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
+  assert not os.path.exists(tmp_path / 'data')  # refused before anything was written
+  held.close()
+  toy.lock_workdir(str(tmp_path)).close()  # free again once the first one is done
