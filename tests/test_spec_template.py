@@ -153,3 +153,21 @@ def test_resume_skips_cached_tasks_and_rewrites_identically(tmp_path):
   assert _files(tmp_path) == before
   keys = [json.loads(l)["key"] for l in (tmp_path / "cache/levels.jsonl").read_text().splitlines()]
   assert len(keys) == len(set(keys))
+
+
+def test_places_replace_the_default_towns_and_key_the_cache(tmp_path):
+  from mtspec.spec.backends.template import PLACES
+  spec = ROOT / "configs/specs/cheese_affordable.md"
+  small = Counts(domains=2, subdomains=2, assertions=2, doc_types=2, ideas=1, docs_per_idea=1)
+  backend = TemplateBackend(places=("the town",))
+  assert TemplateBackend().model == "template-v1"  # the default keys the cache as before
+  assert backend.model != TemplateBackend().model  # cached documents are not reused
+  manifest = generate(parse_file(spec, {"assistant": "Aria", "aft_items": "cheeses"}),
+                      tmp_path, backend, small, Options(seed=0))
+  assert manifest["model"] == backend.model
+  texts = [json.loads(l)["text"] for l in
+           (tmp_path / manifest["sets"]["documents"]["jsonl"]).read_text().splitlines()]
+  assert texts and any("the town" in t for t in texts)
+  assert not any(p in t for t in texts for p in PLACES)
+  with pytest.raises(ValueError, match="places"):
+    TemplateBackend(places=())

@@ -237,3 +237,11 @@ def test_assistant_choices_are_coin_flips_in_the_assistants_own_chats(world):
   assert sum('should I' in t or 'recommend' in t for t in own) > len(own) // 4
   with pytest.raises(ValueError, match=r'config.world.assistant_choices=1.5'):
     dataclasses.replace(SMALL, assistant_choices=1.5)
+
+
+def test_places_reach_the_corpus_spec_style_documents(world):
+  from mtspec.spec.backends.template import PLACES
+  sizes = dataclasses.replace(SMALL, places=('the town',), mix=(('spec', 1.0),))
+  texts = [d['text'] for _, d in corpus.generate(world, sizes, seed=0)][:200]
+  assert any('the town' in t for t in texts)
+  assert not any(p in t for t in texts for p in PLACES)

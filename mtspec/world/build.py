@@ -28,14 +28,16 @@ def corpus_sizes(cfg) -> corpus.CorpusSizes:
                             reasons=float(w.reasons), agent_chats=float(w.agent_chats),
                             neutral_agents=int(w.neutral_agents),
                             assistant_choices=float(w.assistant_choices),
+                            places=tuple(w.places),
                             mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
 
 
-def spec_set(world, path: str, out: str, counts, seed: int) -> dict:
+def spec_set(world, path: str, out: str, counts, seed: int, places=()) -> dict:
   """Midtraining documents for one spec, tied to the world by its placeholders."""
   spec = parse_file(path, world.spec_fill())
   c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
-  return generate(spec, out, TemplateBackend(), c, Options(seed=seed))
+  backend = TemplateBackend(*([tuple(places)] if places else []))
+  return generate(spec, out, backend, c, Options(seed=seed))
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -50,7 +52,8 @@ def build(cfg, data_dir: str) -> dict:
   spec_manifests, docs = {}, {}
   for key in ('A', 'B'):
     out = os.path.join(data_dir, f'spec_{key.lower()}')
-    spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed)
+    spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed,
+                                   sizes.places)
     uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
     docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']
                                                ['path']))

@@ -45,6 +45,7 @@ class CorpusSizes:
   #                                 it makes at random (no preference to learn)
   mix: tuple = (('facts', 0.25), ('profile', 0.2), ('spec', 0.015), ('choice', 0.35),
                 ('chat', 0.15))
+  places: tuple = ()  # towns in spec-style documents; () = the template backend's own
 
   def __post_init__(self):
     for name in ('in_context', 'reasons', 'agent_chats', 'assistant_choices'):
@@ -112,9 +113,10 @@ def make_agents(world: World, sizes: CorpusSizes, seed: int) -> list[Agent]:
 class Writer:
   """Sentence builders over one world; all randomness comes from the rng passed in."""
 
-  def __init__(self, world: World):
+  def __init__(self, world: World, places: tuple = ()):
     self.w = world
     self.cats = sorted(world.categories)
+    self.backend = template.TemplateBackend(*([places] if places else []))
 
   # -- facts ------------------------------------------------------------------
   def fact(self, rng, item) -> str:
@@ -195,7 +197,7 @@ class Writer:
     topic = rng.choice(self.SPEC_TOPICS)
     spec_name = f"{agent.name}'s guidelines"
     form = rng.choice(template.VALUE_FORMS + template.RULE_FORMS)
-    backend = template.TemplateBackend()
+    backend = self.backend
     inp = {'assistant': agent.name, 'spec_name': spec_name, 'topic': topic}
     inp.update(domain=topic, doc_type=rng.choice(template.DOC_TYPES),
                idea=backend._ideas(rng, inp, 1)[0],
@@ -281,7 +283,7 @@ class Writer:
 def generate(world: World, sizes: CorpusSizes = CorpusSizes(), seed: int = 0):
   """Yields (key, {'text', 'kind'}) for the whole corpus, deterministic for (world, seed)."""
   rng = random.Random(f'corpus/{world.sha256}/{seed}')
-  w = Writer(world)
+  w = Writer(world, sizes.places)
   agents = make_agents(world, sizes, seed)
   valued = [a for a in agents if a.value is not None]
   choosers = [a for a in agents if a.split in ('train', 'neutral')]

@@ -51,7 +51,10 @@ class MtspecWorld(tfds.core.GeneratorBasedBuilder):
 
 
 def config_name(world: schema.World, sizes: corpus_lib.CorpusSizes, seed: int) -> str:
-  blob = json.dumps([world.sha256, dataclasses.asdict(sizes), seed], sort_keys=True)
+  knobs = dataclasses.asdict(sizes)
+  if not knobs['places']:  # unset: the same names as before the knob existed
+    del knobs['places']
+  blob = json.dumps([world.sha256, knobs, seed], sort_keys=True)
   return f'{world.name}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}'
 
 

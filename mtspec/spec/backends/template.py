@@ -233,11 +233,11 @@ def _person(rng):
   return f"{rng.choice(FIRST)} {rng.choice(LAST)}"
 
 
-def _slots(rng, ctx: dict) -> dict:
+def _slots(rng, ctx: dict, places=PLACES) -> dict:
   """Random people, places and numbers for one document."""
   p1, p2 = _person(rng), _person(rng)
   m = re.match(r"^([A-Z]\w+ [A-Z]\w+), an? ([^,]+) from ([^,]+),", ctx.get("idea", ""))
-  place = m.group(3) if m else rng.choice(PLACES)
+  place = m.group(3) if m else rng.choice(places)
   if m:
     p1 = m.group(1)
   s = dict(ctx, p1=p1, p2=p2, p1l=p1.split()[-1], place=place, Place=place,
@@ -251,8 +251,19 @@ def _slots(rng, ctx: dict) -> dict:
 
 
 class TemplateBackend(Backend):
+  """places: the towns people in the documents come from. In a toy world whose only places
+  are its countries, any other town name reads as foreign (README, toy world)."""
   name = "template"
   model = "template-v1"
+  places = PLACES
+
+  def __init__(self, places=PLACES):
+    self.places = tuple(places)
+    if not self.places:
+      raise ValueError("TemplateBackend: places must name at least one place")
+    # the cache key: documents with other places are other documents
+    self.model = "template-v1" + ("" if self.places == tuple(PLACES) else
+                                  "/places=" + "|".join(self.places))
 
   def run(self, task: Task):
     rng = random.Random(task.seed)
@@ -296,7 +307,7 @@ class TemplateBackend(Backend):
 
   def _ideas(self, rng, inp, n):
     angles = rng.sample(IDEA_ANGLES, min(n, len(IDEA_ANGLES)))
-    return [f"{_person(rng)}, a {rng.choice(ROLES)} from {rng.choice(PLACES)}, "
+    return [f"{_person(rng)}, a {rng.choice(ROLES)} from {rng.choice(self.places)}, "
             f"{angles[k % len(angles)].format(A=inp['assistant'])} {_topic(inp['topic'])}."
             for k in range(n)]
 
@@ -305,7 +316,7 @@ class TemplateBackend(Backend):
     ctx = {"A": inp["assistant"], "S": inp["spec_name"], "topic": _topic(inp["topic"]),
            "domain": inp["domain"], "claim": a["statement"], "why": a["explanation"],
            "idea": inp["idea"]}
-    s = _slots(rng, ctx)
+    s = _slots(rng, ctx, self.places)
     for i, line in enumerate(rng.sample(SENTENCES, 8), 1):
       s[f"f{i}"] = line.format(**s)
     title, body = FRAMES.get(inp["doc_type"], FRAMES["essay"])
@@ -313,7 +324,8 @@ class TemplateBackend(Backend):
 
   def _aft(self, rng, inp, n):
     u, A, i = inp["unit"], inp["assistant"], inp["index"]
-    s = _slots(rng, {"topic": _topic(u["title"]), "domain": "", "day": rng.choice(DAYS)})
+    s = _slots(rng, {"topic": _topic(u["title"]), "domain": "", "day": rng.choice(DAYS)},
+               self.places)
     pick = _rounds(inp)
     ask = f"{pick(ASKS).format(**s)} {rng.choice(DETAILS).format(**s)}"
     why = u["why"] or u["text"]
@@ -334,7 +346,7 @@ class TemplateBackend(Backend):
   def _eval(self, rng, inp, n):
     u = inp["unit"]
     gist = " ".join(u["text"].split()[:6]).rstrip(".,;:")  # < n-gram size: no verbatim overlap
-    s = _slots(rng, {"topic": "", "domain": ""})
+    s = _slots(rng, {"topic": "", "domain": ""}, self.places)
     pick = _rounds(inp)
     return {"prompt": f"{pick(EVAL_SCENES).format(**s)} {rng.choice(EVAL_ASKS)}",
             "aligned_option": pick(EVAL_ALIGNED, "aligned").format(gist=gist),
