@@ -74,7 +74,9 @@ def score_all(cfg, tree: dict, data: dict, show_progress: bool = True):
   for m in tqdm(models_to_score(cfg, tree), desc='evaluate', disable=not show_progress):
     params = scorer.load(m['checkpoint'])
     name = report.condition_name(m['midtrain'], m['aft'])
-    with_diag = diag_enc if m['seed'] in tuple(cfg.eval.diagnostic_seeds) else {}
+    # every seed gets the one-attribute probes (the second table), the chosen seeds all
+    with_diag = (diag_enc if m['seed'] in tuple(cfg.eval.diagnostic_seeds) else
+                 {k: v for k, v in diag_enc.items() if k.startswith('own_')})
     scores, diag = evaluate.score_with_diagnostics(scorer, params, enc, with_diag)
     rates = evaluate.choice_rates(scores, data['eval'], values)
     conditions.append({'name': name, 'midtrain': m['midtrain'], 'aft': m['aft'],
