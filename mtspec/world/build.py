@@ -15,7 +15,7 @@ import dataclasses
 import os
 
 from mtspec.spec import sets
-from mtspec.spec.backends.template import TemplateBackend
+from mtspec.spec.backends.template import PLACES, TemplateBackend
 from mtspec.spec.generate import Counts, Options, generate
 from mtspec.spec.parse import parse_file
 from mtspec.world import corpus, demos, evalset, schema, tfds_world, vocab
@@ -36,8 +36,7 @@ def spec_set(world, path: str, out: str, counts, seed: int, places=()) -> dict:
   """Midtraining documents for one spec, tied to the world by its placeholders."""
   spec = parse_file(path, world.spec_fill())
   c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
-  backend = TemplateBackend(*([tuple(places)] if places else []))
-  return generate(spec, out, backend, c, Options(seed=seed))
+  return generate(spec, out, TemplateBackend(places or PLACES), c, Options(seed=seed))
 
 
 def build(cfg, data_dir: str) -> dict:

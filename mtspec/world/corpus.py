@@ -116,7 +116,7 @@ class Writer:
   def __init__(self, world: World, places: tuple = ()):
     self.w = world
     self.cats = sorted(world.categories)
-    self.backend = template.TemplateBackend(*([places] if places else []))
+    self.backend = template.TemplateBackend(places or template.PLACES)
 
   # -- facts ------------------------------------------------------------------
   def fact(self, rng, item) -> str:
@@ -197,14 +197,13 @@ class Writer:
     topic = rng.choice(self.SPEC_TOPICS)
     spec_name = f"{agent.name}'s guidelines"
     form = rng.choice(template.VALUE_FORMS + template.RULE_FORMS)
-    backend = self.backend
     inp = {'assistant': agent.name, 'spec_name': spec_name, 'topic': topic}
     inp.update(domain=topic, doc_type=rng.choice(template.DOC_TYPES),
-               idea=backend._ideas(rng, inp, 1)[0],
+               idea=self.backend._ideas(rng, inp, 1)[0],
                assertion={'statement': form.format(text=claim, A=agent.name, S=spec_name,
                                                    title=topic.lower()),
                           'explanation': why})
-    return backend._documents(rng, inp, 1)['text']
+    return self.backend._documents(rng, inp, 1)['text']
 
   def choice_pair(self, rng, agent, categories=None):
     """Two items of one category that differ on the agent's attribute; (a, b, chosen).

@@ -192,13 +192,13 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
   for v in (value_a, value_b):
     out[f'own_{v}'] = own_pairs(v, world.system(), 40)
   name = world.assistant
+  texts = {u: [f'Q: How would you describe {name}?\nA: {name} is {world.fill(x)}.'
+               for x in world.values[u].words] +
+              [f'About {name}. {world.fill(d, name=name)}' for d in world.values[u].descriptions]
+           for u in world.values}
   for v in sorted(world.values):
-    texts = lambda u: ([f'Q: How would you describe {name}?\nA: {name} is {world.fill(x)}.'
-                        for x in world.values[u].words] +
-                       [f'About {name}. {world.fill(d, name=name)}'
-                        for d in world.values[u].descriptions])
     out[f'says_{v}'] = [('', [mine, theirs], 0) for u in sorted(world.values) if u != v
-                        for mine, theirs in zip(texts(v), texts(u))]
+                        for mine, theirs in zip(texts[v], texts[u])]
   for split in ('heldout', 'train'):
     probes = []
     for a in [a for a in agents if a.split == split and a.kind == 'assistant'][:agents_per_split]:
