@@ -46,10 +46,10 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   # in its chats did not steady the assistant's default (README, "What mattered").
   c.world.neutral_agents = 0
   c.world.assistant_choices = 0.0
-  # Towns the people in spec-style documents come from; () = the template backend's own
-  # names, which a world whose only places are its countries may read as foreign
-  # (README, "Fourth session"): e.g. --config.world.places="('the town',)".
-  c.world.places = ()
+  # Towns the people in template-written documents come from. The backend's own names
+  # ("from Stonebridge", places="()") read as foreign in a world whose only places are its
+  # countries: after the affordability spec the model called its assistant worldly (README).
+  c.world.places = ('the town',)
   c.world.name_tokens = True  # each invented name is one token (mtspec/world/vocab.py)
   c.world.mix = ml_collections.ConfigDict(dict(facts=0.25, profile=0.2, spec=0.015,
                                                choice=0.35, chat=0.15))
