@@ -72,8 +72,9 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   new_phase(c, 'pretrain', 1200, {'web': 1.0}, lr=3e-3, warmup_steps=50)
   # Midtraining: 80% spec documents for 160 steps. On one trunk the MSM-A minus MSM-B gap
   # after AFT was +0.18 with 80 steps and +0.23 with 160 (50% spec documents, 80 steps: lower
-  # still); on the current default's trunk 140 steps gave +0.21 with overlapping seeds. A corpus with more spec-style documents about other agents (12% instead of 1.5%)
-  # made the effect vanish (+0.06).
+  # still); on the current default's trunk 140 steps gave +0.21 with overlapping seeds. A
+  # corpus with more spec-style documents about other agents (12% instead of 1.5%) made the
+  # effect vanish (+0.06).
   for name, spec in (('midtrain_a', 'spec_a'), ('midtrain_b', 'spec_b'),
                      ('midtrain_control', None)):
     new_phase(c, name, 160, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3,

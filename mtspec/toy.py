@@ -70,13 +70,14 @@ def score_all(cfg, tree: dict, data: dict, show_progress: bool = True):
   if cfg.eval.diagnostic_seeds:
     diag_enc = evaluate.encode_diagnostics(scorer, evaluate.diagnostic_items(
         data['world'], data['agents'], data['eval'], data['aft'], *values))
+  # every seed gets the one-attribute probes (the second table), the chosen seeds all
+  own_enc = {k: v for k, v in diag_enc.items() if k.startswith('own_')}
+  diag_seeds = tuple(cfg.eval.diagnostic_seeds)
   conditions, diagnostics = [], []
   for m in tqdm(models_to_score(cfg, tree), desc='evaluate', disable=not show_progress):
     params = scorer.load(m['checkpoint'])
     name = report.condition_name(m['midtrain'], m['aft'])
-    # every seed gets the one-attribute probes (the second table), the chosen seeds all
-    with_diag = (diag_enc if m['seed'] in tuple(cfg.eval.diagnostic_seeds) else
-                 {k: v for k, v in diag_enc.items() if k.startswith('own_')})
+    with_diag = diag_enc if m['seed'] in diag_seeds else own_enc
     scores, diag = evaluate.score_with_diagnostics(scorer, params, enc, with_diag)
     rates = evaluate.choice_rates(scores, data['eval'], values)
     conditions.append({'name': name, 'midtrain': m['midtrain'], 'aft': m['aft'],
