@@ -62,6 +62,9 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   # Counts per level of the spec-document hierarchy (mtspec.spec.generate.Counts).
   c.spec_counts = ml_collections.ConfigDict(dict(domains=4, subdomains=3, assertions=3,
                                                  doc_types=3, ideas=2, docs_per_idea=2))
+  # Discussion sentences per spec document that restate its assertion (0-6 of 8). 3 did not
+  # help across trunks (README, "What fails on a bad trunk is the spec documents").
+  c.spec_restate = 0
 
   # Filled in by mtspec.toy once the data is generated under <workdir>/data.
   src = lambda kind='text': ml_collections.ConfigDict(dict(uri='', kind=kind, text_key='text'))

@@ -171,3 +171,31 @@ def test_places_replace_the_default_towns_and_key_the_cache(tmp_path):
   assert not any(p in t for t in texts for p in PLACES)
   with pytest.raises(ValueError, match="places"):
     TemplateBackend(places=())
+
+
+def test_restate_brings_the_assertion_back_and_keys_the_cache(tmp_path):
+  from mtspec.spec.backends.template import RESTATEMENTS
+  spec = ROOT / "configs/specs/cheese_affordable.md"
+  small = Counts(domains=2, subdomains=2, assertions=2, doc_types=2, ideas=1, docs_per_idea=1)
+  fill = {"assistant": "Aria", "aft_items": "cheeses"}
+  leads = [line.split("{")[0] if not line.startswith("{") else line.split("}")[1].split("{")[0]
+           for line in RESTATEMENTS]
+
+  def docs(backend, out):
+    m = generate(parse_file(spec, fill), out, backend, small, Options(seed=0))
+    return m, {r["id"]: r for r in map(json.loads, (out / m["sets"]["documents"]["jsonl"])
+                                       .read_text().splitlines())}
+
+  _, plain = docs(TemplateBackend(), tmp_path / "plain")
+  m, dense = docs(TemplateBackend(restate=3), tmp_path / "dense")
+  assert m["model"] == "template-v1/restate=3"  # documents are not reused from the cache
+  assert dense and set(dense) == set(plain)
+  for i, d in dense.items():
+    assert sum(lead in d["text"] for lead in leads) == 3, d["text"]
+    assert not any(lead in plain[i]["text"] for lead in leads)
+    # same assertion, and it now comes back in the discussion
+    assert d["assertion"] == plain[i]["assertion"]
+    assert d["text"].count("Aria") > plain[i]["text"].count("Aria") or \
+        d["text"].count(d["assertion"]) > plain[i]["text"].count(d["assertion"])
+  with pytest.raises(ValueError, match="restate"):
+    TemplateBackend(restate=len(RESTATEMENTS) + 1)

@@ -32,11 +32,11 @@ def corpus_sizes(cfg) -> corpus.CorpusSizes:
                             mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
 
 
-def spec_set(world, path: str, out: str, counts, seed: int, places=()) -> dict:
+def spec_set(world, path: str, out: str, counts, seed: int, places=(), restate: int = 0) -> dict:
   """Midtraining documents for one spec, tied to the world by its placeholders."""
   spec = parse_file(path, world.spec_fill())
   c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
-  return generate(spec, out, TemplateBackend(places or PLACES), c, Options(seed=seed))
+  return generate(spec, out, TemplateBackend(places or PLACES, restate), c, Options(seed=seed))
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -52,7 +52,7 @@ def build(cfg, data_dir: str) -> dict:
   for key in ('A', 'B'):
     out = os.path.join(data_dir, f'spec_{key.lower()}')
     spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed,
-                                   sizes.places)
+                                   sizes.places, int(cfg.get('spec_restate', 0)))
     uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
     docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']
                                                ['path']))

@@ -63,6 +63,15 @@ Looking back from {year}, the choice seems obvious, though it was argued over at
 Several people pointed out that the principle protects users who would never think to ask about it.
 A later revision of the text kept the rule but sharpened the explanation.""".splitlines()
 
+# Sentences that come back to the document's own assertion, as an LLM's document about one
+# guideline keeps doing; `restate` of a document's eight discussion slots take one.
+RESTATEMENTS = """{p2} summed up the point in one line. {claim}
+The reason comes up again and again: {why}
+Put simply, the text says this. {claim}
+Asked why, {p2} answered: "{why}"
+That is the heart of it. {claim}
+The explanation is the part people remember: {why}""".splitlines()
+
 DOC_TYPES = ("news story", "encyclopedia entry", "FAQ", "forum thread", "interview",
              "lecture notes", "essay", "policy memo", "blog post", "book review",
              "podcast transcript", "case study")
@@ -256,14 +265,20 @@ class TemplateBackend(Backend):
   name = "template"
   model = "template-v1"
   places = PLACES
+  restate = 0
 
-  def __init__(self, places=PLACES):
+  def __init__(self, places=PLACES, restate: int = 0):
     self.places = tuple(places)
     if not self.places:
       raise ValueError("TemplateBackend: places must name at least one place")
-    # the cache key: documents with other places are other documents
+    if not 0 <= restate <= len(RESTATEMENTS):
+      raise ValueError(f"TemplateBackend: restate={restate!r} (config.spec_restate in the toy "
+                       f"experiment) must be in [0, {len(RESTATEMENTS)}]")
+    self.restate = restate
+    # the cache key: documents with other places or restatements are other documents
     self.model = "template-v1" + ("" if self.places == tuple(PLACES) else
                                   "/places=" + "|".join(self.places))
+    self.model += f"/restate={restate}" if restate else ""
 
   def run(self, task: Task):
     rng = random.Random(task.seed)
@@ -317,7 +332,12 @@ class TemplateBackend(Backend):
            "domain": inp["domain"], "claim": a["statement"], "why": a["explanation"],
            "idea": inp["idea"]}
     s = _slots(rng, ctx, self.places)
-    for i, line in enumerate(rng.sample(SENTENCES, 8), 1):
+    lines = rng.sample(SENTENCES, 8)
+    if self.restate:
+      for slot, line in zip(rng.sample(range(8), self.restate),
+                            rng.sample(RESTATEMENTS, self.restate)):
+        lines[slot] = line
+    for i, line in enumerate(lines, 1):
       s[f"f{i}"] = line.format(**s)
     title, body = FRAMES.get(inp["doc_type"], FRAMES["essay"])
     return {"text": f"{title.format(**s)}\n\n{body.format(**s)}", "plan": ""}
