@@ -1,6 +1,7 @@
 """Template backend and pipeline: determinism, per-level counts, variety, resume."""
 import collections
 import json
+import re
 import time
 from pathlib import Path
 
@@ -178,8 +179,8 @@ def test_restate_brings_the_assertion_back_and_keys_the_cache(tmp_path):
   spec = ROOT / "configs/specs/cheese_affordable.md"
   small = Counts(domains=2, subdomains=2, assertions=2, doc_types=2, ideas=1, docs_per_idea=1)
   fill = {"assistant": "Aria", "aft_items": "cheeses"}
-  leads = [line.split("{")[0] if not line.startswith("{") else line.split("}")[1].split("{")[0]
-           for line in RESTATEMENTS]
+  # each restatement's longest fixed text marks it in a document
+  leads = [max(re.split(r"\{\w+\}", line), key=len).strip() for line in RESTATEMENTS]
 
   def docs(backend, out):
     m = generate(parse_file(spec, fill), out, backend, small, Options(seed=0))
