@@ -105,10 +105,14 @@ def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
 def bench_data(cfg, n_batches: int) -> dict:
   """The mixed, packed pipeline alone: tokens/s delivered, and the cost of a phase switch."""
   import tempfile
+  with tempfile.TemporaryDirectory(prefix='mtspec_bench_') as tmp:
+    return _bench_data_in(cfg, n_batches, tmp)
+
+
+def _bench_data_in(cfg, n_batches: int, tmp: str) -> dict:
   import ml_collections
   from mtspec.data import chat, pipeline, sources, tokenizer
   t = cfg.train
-  tmp = tempfile.mkdtemp(prefix='mtspec_bench_')
   src = lambda uri: ml_collections.ConfigDict(dict(uri=uri, kind='text', text_key='text'))
   srcs = {'web': sources.open_source('web', src('builtin'), tmp),
           'spec': sources.open_source('spec', src('builtin:2000'), tmp)}

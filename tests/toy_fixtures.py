@@ -3,7 +3,9 @@
 `quick_run(variant)` runs `python -m mtspec.toy --config=configs/cheese_toy.py:<variant>` in a
 fresh process (once per session and variant) and returns (workdir, stdout, seconds).
 """
+import atexit
 import os
+import shutil
 import tempfile
 import time
 
@@ -14,7 +16,9 @@ _RUNS = {}
 
 def quick_run(variant: str = 'quick'):
   if variant not in _RUNS:
-    workdir = os.path.join(tempfile.mkdtemp(prefix='mtspec_toy_'), variant.replace(',', '_'))
+    root = tempfile.mkdtemp(prefix='mtspec_toy_')
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # 35 MB a run; CI disks fill up
+    workdir = os.path.join(root, variant.replace(',', '_'))
     t = time.time()
     proc = run_module(['-m', 'mtspec.toy', f'--config=configs/cheese_toy.py:{variant}',
                        f'--workdir={workdir}'], timeout=600)
