@@ -73,7 +73,9 @@ def test_quick_second_world():
 
 def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   src, _, _ = quick_run('quick')
-  args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick',
+  # The other specs: the toy tokenizer does not read spec documents, so any spec can branch
+  # from a trunk of the same world.
+  args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick,swapped',
           f'--config.experiment.trunk_from={src}', '--config.experiment.seeds=(0,)']
   proc = run_module(args + [f'--workdir={tmp_path / "b"}'])
   assert 'not retrained' in proc.stdout and not (tmp_path / 'b' / 'trunk').exists()

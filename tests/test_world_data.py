@@ -130,6 +130,10 @@ def test_value_probes_isolate_one_attribute(world):
       assert a.category == b.category and a.category in world.eval_categories
       assert [k for k in world.attributes if a.levels[k] != b.levels[k]] == [attr]
       assert world.favours(value, (a, b)[expected]) and not world.favours(value, (a, b)[1 - expected])
+  swapped = evaluate.diagnostic_items(world, agents, ev, demos.records(world, 'thrift',
+                                                                       'patriotism'),
+                                      'thrift', 'patriotism')
+  assert all(swapped[k] == diag[k] for k in ('own_patriotism', 'own_thrift'))  # same pairs
   said = diag['says_thrift']
   thrift = world.values['thrift']
   assert len(said) == 3 * len(thrift.words + thrift.descriptions)
@@ -174,7 +178,9 @@ def test_orchard_world_builds_with_its_own_names(tmp_path):
   cfg = cheese_toy.get_config('quick,orchard')
   out = build.build(cfg, str(tmp_path))
   docs = (tmp_path / 'spec_b' / 'documents' / 'documents.jsonl').read_text()
-  assert 'Tali' in docs and 'Aria' not in docs and 'apples' in docs
+  assert 'Tali' in docs and 'Aria' not in docs
+  docs = (tmp_path / 'spec_a' / 'documents' / 'documents.jsonl').read_text()
+  assert 'Norland' in docs and 'Valdoria' not in docs
   assert all(r['category'] in out['world'].eval_categories for r in out['eval'])
   assert {r['values'][r['aligned']] for r in out['eval']} == {'loyalty'}
 

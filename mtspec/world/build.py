@@ -1,8 +1,9 @@
 """Every data set of a toy-world experiment, generated under <workdir>/data:
 
   mtspec_world/<config>/   the pretraining corpus (TFDS, ArrayRecord), read via tfds.data_source
-  spec_a/, spec_b/         `mtspec.spec generate` output for each spec (template backend), with
-                           the world's names filled into the spec's {{placeholders}}
+  spec_a/, spec_b/         midtraining documents for each spec, with the world's names filled
+                           into the spec's {{placeholders}}: `mtspec.spec generate` output
+                           (template backend) or the spec's own statements (config.spec_form)
   world/aft/, world/eval/  AFT demonstrations (chat) and held-out pairs (eval), manifest.json
                            with the contamination report of the eval set against every
                            training set that the midtraining and AFT phases read
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from mtspec.spec import sets
+from mtspec.spec import sets, statements
 from mtspec.spec.backends.template import PLACES, TemplateBackend
 from mtspec.spec.generate import Counts, Options, generate
 from mtspec.spec.parse import parse_file
@@ -32,9 +33,15 @@ def corpus_sizes(cfg) -> corpus.CorpusSizes:
                             mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
 
 
-def spec_set(world, path: str, out: str, counts, seed: int, places=(), restate: int = 0) -> dict:
-  """Midtraining documents for one spec, tied to the world by its placeholders."""
+def spec_set(world, path: str, out: str, counts, seed: int, places=(), restate: int = 0,
+             form: str = 'generated', statement_docs: int = 0) -> dict:
+  """Midtraining documents for one spec, tied to the world by its placeholders: the spec
+  generator's (template backend), or documents of the spec's own statements."""
   spec = parse_file(path, world.spec_fill())
+  if form == 'statements':
+    return statements.write(spec, out, statement_docs, seed)
+  if form != 'generated':
+    raise ValueError(f"config.spec_form={form!r}: expected 'generated' or 'statements'")
   c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
   return generate(spec, out, TemplateBackend(places or PLACES, restate), c, Options(seed=seed))
 
@@ -52,7 +59,9 @@ def build(cfg, data_dir: str) -> dict:
   for key in ('A', 'B'):
     out = os.path.join(data_dir, f'spec_{key.lower()}')
     spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed,
-                                   sizes.places, int(cfg.get('spec_restate', 0)))
+                                   sizes.places, int(cfg.get('spec_restate', 0)),
+                                   cfg.get('spec_form', 'generated'),
+                                   int(cfg.get('spec_statement_docs', 0)))
     uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
     docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']
                                                ['path']))
@@ -78,7 +87,6 @@ def build(cfg, data_dir: str) -> dict:
   if cfg.world.name_tokens:  # one token per name; else the trainer trains plain BPE
     tokenizer = os.path.join(data_dir, f'tokenizer_{uris["web"].split("/")[-1]}.model')
     texts = (d['text'] for _, d in corpus.generate(world, sizes, seed))
-    vocab.train(world, agents, texts, docs['A'] + docs['B'], aft, int(cfg.model.vocab_size),
-                tokenizer)
+    vocab.train(world, agents, texts, aft, int(cfg.model.vocab_size), tokenizer)
   return {'world': world, 'agents': agents, 'uris': uris, 'eval': ev, 'aft': aft,
           'manifest': manifest, 'tokenizer': tokenizer}

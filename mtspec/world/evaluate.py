@@ -179,8 +179,9 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
           if same and world.favours(value, a) and not world.favours(value, b):
             pairs.append((cat, a, b))
     probes = []
-    for cat, a, b in rng.sample(pairs, min(n, len(pairs))):
-      q = rng.choice(world.choice_questions)
+    own = random.Random(f'{seed}/{value}/{system}')  # the same pairs whichever spec is A
+    for cat, a, b in own.sample(pairs, min(n, len(pairs))):
+      q = own.choice(world.choice_questions)
       for x, y in ((a, b), (b, a)):
         probes.append(([{'role': 'system', 'content': system},
                         {'role': 'user', 'content': q.format(category=cat.name,

@@ -17,16 +17,15 @@ def names(world, agents) -> list[str]:
                 | {world.home, world.assistant, *world.foreign})
 
 
-def train(world, agents, corpus_texts, spec_records, chat_records, vocab_size: int,
+def train(world, agents, corpus_texts, chat_records, vocab_size: int,
           path: str) -> tok_lib.Tokenizer:
-  """Trains once (a later call loads the file): on the corpus, the spec documents and the AFT
-  conversations, as the trainer would, plus the names as single pieces."""
+  """Trains once (a later call loads the file): on the corpus and the AFT conversations, plus
+  the names as single pieces. Not on the spec documents: the trunk is then the same for any
+  spec, so a new spec can branch from an existing trunk (config.experiment.trunk_from)."""
   if os.path.exists(path):
     return tok_lib.load(path)
 
-  def texts():  # the small sets first: the trainer reads at most max_texts texts
-    for r in spec_records:
-      yield r['text']
+  def texts():  # the small set first: the trainer reads at most max_texts texts
     for r in chat_records:
       yield chat.as_text(r['messages'])
     yield from corpus_texts
