@@ -61,8 +61,9 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.specs.A, c.specs.B = (price, home) if 'swapped' in flags else (home, price)
   # Midtraining documents: 'statements' (mtspec.spec.statements: 2-4 of the spec's own value
   # and rule sentences per document) or 'generated' (the spec generator, template backend).
-  # On the trunks where the generator's documents moved nothing (gap -0.01 and +0.06 after
-  # AFT), the statements gave +0.32; across three trunks they averaged higher (README).
+  # On three trunks of the previous configuration the statements gave gaps of +0.20, +0.32,
+  # +0.36 after AFT where the generator's gave +0.24, -0.01, +0.18 (README, "How the
+  # midtraining documents were chosen").
   c.spec_form = 'statements'
   c.spec_statement_docs = 3000
   # Counts per level of the spec-document hierarchy (mtspec.spec.generate.Counts), 'generated'.
