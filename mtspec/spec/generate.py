@@ -172,8 +172,7 @@ class Pipeline:
         built["eval"][1], {k: built[k][1] for k in ("documents", "aft")},
         self.opts.contamination_n)
     manifest = {
-        "spec": {"path": self.spec.path, "name": self.spec.name, "sha256": self.spec.sha256,
-                 "assistant": self.spec.assistant, "meta": self.spec.meta},
+        "spec": self.spec.provenance(),
         **self.backend.describe(),
         "seed": self.opts.seed,
         "counts": dataclasses.asdict(self.counts),

@@ -74,6 +74,11 @@ class Spec:
   def assistant(self) -> str:
     return self.meta.get("assistant") or "the assistant"
 
+  def provenance(self) -> dict:
+    """What a generated set's manifest records about the spec it came from."""
+    return {"path": self.path, "name": self.name, "sha256": self.sha256,
+            "assistant": self.assistant, "meta": self.meta}
+
   def section(self, sid: str) -> Section:
     return next(s for s in self.sections if s.id == sid)
 

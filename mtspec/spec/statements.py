@@ -35,8 +35,7 @@ def write(spec: Spec, out_dir: str | Path, count: int, seed: int) -> dict:
   if count < 1:
     raise ValueError(f"statement documents: count must be at least 1, got {count}")
   entry = sets.write_set(out_dir, "documents", "text", documents(spec, count, seed))
-  manifest = {"spec": {"path": spec.path, "name": spec.name, "sha256": spec.sha256,
-                       "assistant": spec.assistant, "meta": spec.meta},
-              "model": FORM, "seed": seed, "sets": {"documents": entry}}
+  manifest = {"spec": spec.provenance(), "model": FORM, "seed": seed,
+              "sets": {"documents": entry}}
   sets.write_manifest(out_dir, manifest)
   return manifest
