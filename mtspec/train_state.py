@@ -1,8 +1,10 @@
 """The train state (params, optimizer state, step) and its shardings on a mesh."""
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 
@@ -17,6 +19,16 @@ class ModelShapes(NamedTuple):
 
 
 def model_shapes(model_cfg) -> ModelShapes:
+  """The model's graph and abstract params; cached by the config's content, because
+  tracing a full-size model's initialisation takes seconds. The model keeps a frozen copy
+  of the config, so editing model_cfg later changes neither it nor the cache."""
+  shapes = _model_shapes(ml_collections.FrozenConfigDict(model_cfg))
+  copy = lambda tree: jax.tree.map(lambda x: x, tree)  # callers may edit their dicts
+  return ModelShapes(shapes.graphdef, copy(shapes.params), copy(shapes.logical_axes))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_shapes(model_cfg: ml_collections.FrozenConfigDict) -> ModelShapes:
   abstract = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract, nnx.Param)
   is_var = lambda x: isinstance(x, nnx.Variable)

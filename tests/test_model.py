@@ -36,6 +36,23 @@ def test_full_size_forward_shape_without_memory(variant):
   assert out.shape == (1, 128, cfg.vocab_size)
 
 
+def test_cached_model_shapes_ignore_later_edits_to_the_config(tiny_config):
+  cfg = tiny_config.model
+  first = train_state.model_shapes(cfg)
+  first.params.clear()  # a caller editing its dicts leaves the cache intact
+  d_model = cfg.d_model
+  cfg.d_model = 2 * d_model  # an edited config is a new model...
+  wider = train_state.model_shapes(cfg)
+  assert wider.params['embed'].shape == (cfg.vocab_size, 2 * d_model)
+  cfg.d_model = d_model  # ...and the first model was built from a frozen copy
+  again = train_state.model_shapes(cfg)
+  assert again.graphdef is first.graphdef
+  assert again.params['embed'].shape == (cfg.vocab_size, d_model)
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  out = jax.eval_shape(lambda p, t: nnx.merge(again.graphdef, p)(t), again.params, tokens)
+  assert out.shape == (1, 8, cfg.vocab_size)
+
+
 def test_packed_documents_are_isolated(tiny_config):
   cfg = tiny_config.model
   m = model.Transformer(cfg, nnx.Rngs(1))
