@@ -3,13 +3,17 @@
   python -m mtspec.profile_step                      # small shape, 8 timed steps
   python -m mtspec.profile_step --trace=/tmp/trace   # + per-op table from a jax.profiler trace
   python -m mtspec.profile_step --hlo=/tmp/step.hlo  # + the optimised HLO
+  python -m mtspec.profile_step --config=configs/cheese_toy.py:default --set=model.d_ff=256
+                                         # another config's model and batch, one key changed
 
 What the numbers mean on CPU: `sys` is kernel time, mostly page faults on XLA's per-step
 scratch block (see mtspec/__init__.py); per-op times come from the trace's thunk events
 (asynchronous ops are timed from launch to their `end:` event, so concurrent ops overlap).
 """
 import argparse
+import ast
 import collections
+import importlib.util
 import glob
 import gzip
 import json
@@ -24,11 +28,43 @@ from configs import lm
 from mtspec.bench import build_step
 
 
-def build(variant: str, batch: int, seq: int, dtype: str):
-  """The benchmark's step (mtspec.bench.build_step) for this shape."""
-  cfg = lm.get_config(variant)
-  cfg.train.update(seq_len=seq, batch_size=batch)
-  cfg.model.dtype = dtype
+def load_config(spec: str):
+  """The config of a config file: 'path[:arg]' calls its get_config(arg)."""
+  path, _, arg = spec.partition(':')
+  if not os.path.exists(path):
+    raise SystemExit(f'--config: no config file {path!r}')
+  module_spec = importlib.util.spec_from_file_location('profiled_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(cfg, overrides):
+  """'key.path=value' items (value a Python literal) set keys the config already has."""
+  for item in overrides:
+    key, sep, value = item.partition('=')
+    *parents, leaf = key.split('.')
+    try:
+      if not sep:
+        raise ValueError('no "="')
+      node = cfg
+      for name in parents:
+        node = node[name]
+      node[leaf]  # a KeyError for a key the config does not have
+      node[leaf] = ast.literal_eval(value)
+    except (KeyError, ValueError, SyntaxError, TypeError) as e:
+      raise SystemExit(f'--set={item!r}: expected key.path=<Python literal> for a key the '
+                       f'config has ({type(e).__name__}: {e})') from None
+  return cfg
+
+
+def build(cfg, batch: int | None, seq: int | None, dtype: str | None):
+  """The benchmark's step (mtspec.bench.build_step) for cfg's model at this shape."""
+  cfg.train.update(seq_len=seq or cfg.train.seq_len, batch_size=batch or cfg.train.batch_size)
+  cfg.model.dtype = dtype or cfg.model.dtype
+  m = cfg.model
+  print(f'model: vocab {m.vocab_size}, width {m.d_model}, {m.n_layers} layers, {m.n_heads} '
+        f'heads, MLP {m.d_ff}, {m.dtype}; batch {cfg.train.batch_size} x seq {cfg.train.seq_len}')
   return build_step(cfg)
 
 
@@ -55,17 +91,25 @@ def op_table(trace_dir: str, n_steps: int, top: int):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument('--variant', default='small')
-  p.add_argument('--batch', type=int, default=16)
-  p.add_argument('--seq', type=int, default=256)
-  p.add_argument('--dtype', default='float32')
+  p.add_argument('--variant', default='small', help="configs/lm.py's model variant")
+  p.add_argument('--config', default='', help="a config file[:arg] instead of configs/lm.py")
+  p.add_argument('--set', action='append', default=[], help='key.path=value (repeatable)')
+  p.add_argument('--batch', type=int, default=None, help="default: the config's (lm: 16)")
+  p.add_argument('--seq', type=int, default=None, help="default: the config's (lm: 256)")
+  p.add_argument('--dtype', default=None, help="default: the config's")
   p.add_argument('--steps', type=int, default=8)
   p.add_argument('--trace', default='', help='directory for a jax.profiler trace of 3 steps')
   p.add_argument('--hlo', default='', help='write the optimised HLO here')
   p.add_argument('--top', type=int, default=30)
   args = p.parse_args()
 
-  step, state, data, mesh = build(args.variant, args.batch, args.seq, args.dtype)
+  if args.config:
+    cfg = load_config(args.config)
+  else:
+    cfg = lm.get_config(args.variant)
+    cfg.train.update(seq_len=256, batch_size=16)  # the benchmark's shape
+  apply_overrides(cfg, args.set)
+  step, state, data, mesh = build(cfg, args.batch, args.seq, args.dtype)
   with jax.set_mesh(mesh):
     compiled = step.jitted.lower(state, data, None).compile()
   mem = compiled.memory_analysis()
@@ -88,7 +132,7 @@ def main():
     times.append(time.perf_counter() - t)
   r1 = resource.getrusage(resource.RUSAGE_SELF)
   n = args.steps
-  tokens = args.batch * args.seq
+  tokens = cfg.train.batch_size * cfg.train.seq_len
   print(f'step: min {min(times):.3f} s, median {np.median(times):.3f} s '
         f'({tokens / np.median(times):.0f} tokens/s); per step: user '
         f'{(r1.ru_utime - r0.ru_utime) / n:.2f} s, sys {(r1.ru_stime - r0.ru_stime) / n:.2f} s, '
