@@ -13,7 +13,6 @@ scratch block (see mtspec/__init__.py); per-op times come from the trace's thunk
 import argparse
 import ast
 import collections
-import importlib.util
 import glob
 import gzip
 import json
@@ -23,35 +22,28 @@ import time
 
 import jax
 import numpy as np
+from ml_collections import config_flags
 
 from configs import lm
 from mtspec.bench import build_step
 
 
 def load_config(spec: str):
-  """The config of a config file: 'path[:arg]' calls its get_config(arg)."""
-  path, _, arg = spec.partition(':')
+  """A config file's config, 'path[:arg]' as `--config=` reads it in mtspec.main and toy."""
+  path = spec.partition(':')[0]
   if not os.path.exists(path):
     raise SystemExit(f'--config: no config file {path!r}')
-  module_spec = importlib.util.spec_from_file_location('profiled_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  return config_flags.config_flags.ConfigFileFlagParser(name='config').parse(spec)
 
 
 def apply_overrides(cfg, overrides):
   """'key.path=value' items (value a Python literal) set keys the config already has."""
   for item in overrides:
     key, sep, value = item.partition('=')
-    *parents, leaf = key.split('.')
     try:
       if not sep:
         raise ValueError('no "="')
-      node = cfg
-      for name in parents:
-        node = node[name]
-      node[leaf]  # a KeyError for a key the config does not have
-      node[leaf] = ast.literal_eval(value)
+      config_flags.config_flags.SetValue(key, cfg, ast.literal_eval(value))
     except (KeyError, ValueError, SyntaxError, TypeError) as e:
       raise SystemExit(f'--set={item!r}: expected key.path=<Python literal> for a key the '
                        f'config has ({type(e).__name__}: {e})') from None
