@@ -1,11 +1,25 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so `configs` imports like it does from the repo root
+
+# One XLA compilation cache for the session, shared with every process the tests start (they
+# inherit the environment): most of them compile the same tiny models again, which is much of
+# the suite's time on a slow host. Set before anything imports jax; a cache hit runs the same
+# executable, so results do not change.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='mtspec_jax_cache_')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
 
 
 def run_module(args, env=None, timeout=600, check=True):
