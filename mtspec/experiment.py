@@ -6,6 +6,8 @@ config.experiment:
   init_mode   params | full: what a branch takes from the trunk
   trunk_from  optional: the workdir of an earlier tree whose complete trunk this tree's
               branches start from (nothing is retrained; its phases and tokenizer must match)
+  lanes       branches trained side by side, one process each (mtspec.lanes); 0 (default):
+              one per CPU core on a CPU, at most 4; 1 on an accelerator
 
 One command runs the whole tree; the trunk trains once; a rerun skips complete runs and
 resumes incomplete ones. experiment.json lists every run with its final checkpoint and lineage.
@@ -14,7 +16,7 @@ import hashlib
 import json
 import os
 
-from mtspec import phases as phases_lib, trainer
+from mtspec import lanes as lanes_lib, phases as phases_lib, trainer
 from mtspec.config import ConfigError
 
 
@@ -83,6 +85,28 @@ def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
   return trainer.load_or_train_tokenizer(cfg, workdir, sources).path
 
 
+def _summary(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    return json.load(f)
+
+
+def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool):
+  """name -> (config, workdir, steps, description): in n_lanes lanes side by side
+  (mtspec.lanes), else one after another in this process. n_lanes comes from the whole tree,
+  not from what is pending, so a resumed branch trains on as many cores as it would have."""
+  if n_lanes > 1 and pending:
+    for *_, what in pending.values():
+      print(what)
+    steps = {name: p[2] for name, p in pending.items()}
+    jobs = [[(name, *pending[name][:2]) for name in lane]
+            for lane in lanes_lib.deal(steps, n_lanes)]
+    lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress)
+    return
+  for rcfg, run_dir, _, what in pending.values():
+    print(what)
+    trainer.train(rcfg, run_dir, show_progress)
+
+
 def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
   exp = cfg.experiment
   if not exp.trunk:
@@ -98,7 +122,7 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
       probe = run_config(cfg, name, order, 0, tokenizer, data_dir)
     phases_lib.plan(probe)
 
-  summaries = {}
+  summaries, pending = {}, {}
   for name, (order, seed) in plans.items():
     init = '' if name == 'trunk' else summaries['trunk']['final_checkpoint']
     rcfg = run_config(cfg, name, order, seed, tokenizer, data_dir, init, exp.init_mode)
@@ -109,13 +133,19 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
       print(f'trunk: from {summaries[name]["workdir"]}, not retrained')
       continue
     if _complete(run_dir, total):
-      with open(os.path.join(run_dir, 'summary.json')) as f:
-        summaries[name] = json.load(f)
+      summaries[name] = _summary(run_dir)
       print(f'{name}: complete, skipped')
       continue
-    print(f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else ''))
-    result = trainer.train(rcfg, run_dir, show_progress)
-    summaries[name] = {k: v for k, v in result.items() if k != 'state'}
+    what = f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else '')
+    if name == 'trunk':  # the branches need its checkpoint
+      print(what)
+      result = trainer.train(rcfg, run_dir, show_progress)
+      summaries[name] = {k: v for k, v in result.items() if k != 'state'}
+    else:
+      pending[name] = (rcfg, run_dir, total, what)
+  _train_branches(pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)),
+                  workdir, show_progress)
+  summaries.update({name: _summary(p[1]) for name, p in pending.items()})
 
   runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
            'workdir': s.get('workdir', os.path.join(workdir, name)),

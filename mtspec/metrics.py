@@ -1,6 +1,8 @@
 """Metrics: JSONL + TensorBoard event files, throughput and MFU."""
+import functools
 import json
 import os
+import sys
 import time
 
 import jax
@@ -17,6 +19,7 @@ KNOWN_PEAKS = {
 }
 
 
+@functools.cache  # once per process: an experiment's runs share the machine
 def measure_matmul_peak(dtype='float32', n: int = 2048, repeats: int = 5) -> float:
   """FLOP/s of a large square matmul on the first device: this machine's practical peak."""
   a = jnp.ones((n, n), dtype)
@@ -41,6 +44,20 @@ def peak_flops_per_device(dtype: str, configured: float = 0.0) -> tuple[float, s
   return measure_matmul_peak(dtype), f'measured {dtype} matmul on {kind}'
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported lazily (only process 0 writes) and without
+  torch: tensorboardX imports torch, when installed, only to accept its tensors, and that
+  import costs ~3.4 s in every training process (we log floats)."""
+  if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
+    sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError
+    try:
+      import tensorboardX
+    finally:
+      del sys.modules['torch']
+  from tensorboardX import SummaryWriter
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Writes one JSON object per line and the same scalars as TensorBoard events."""
 
@@ -50,8 +67,7 @@ class MetricsWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
-    self.tb = SummaryWriter(os.path.join(workdir, 'tb'))
+    self.tb = _summary_writer_class()(os.path.join(workdir, 'tb'))
 
   def write(self, step: int, scalars: dict):
     if not self.enabled:

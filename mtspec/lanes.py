@@ -1,0 +1,155 @@
+"""An experiment tree's branches trained side by side on a CPU: one process per lane.
+
+XLA:CPU spreads a small model's step over the cores poorly: the toy default's step takes
+0.34 s on two cores but 0.48 s on one, so two processes pinned to one core each train 1.4x
+as many steps (`python -m mtspec.profile_step`, README "Lanes"). The branches of a tree
+are independent runs, so on a CPU they are dealt into lanes, each a process pinned to its
+own share of the cores that trains its runs one after another.
+
+XLA:CPU's last bits depend on the thread count (the embedding's gradient), so a branch's
+core count is fixed by the machine and the tree, never by what is left to train: a resumed
+branch trains on as many cores as it would have, and ends with the same params.
+
+  python -m mtspec.lanes <job.pkl>   # a lane (started by run_lanes, not by hand)
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+MAX_AUTO_LANES = 4  # each lane holds its own copy of the model, data pipeline and XLA
+
+
+class LaneError(RuntimeError):
+  pass
+
+
+def cpu_count() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 1
+
+
+def lane_count(requested: int, n_runs: int) -> int:
+  """requested > 0: that many; 0: one per core on a single-process CPU job, else 1."""
+  import jax
+  if requested > 0:
+    return max(1, min(requested, n_runs))
+  if (jax.default_backend() != 'cpu' or jax.process_count() > 1
+      or not hasattr(os, 'sched_setaffinity')):
+    return 1
+  return max(1, min(cpu_count(), MAX_AUTO_LANES, n_runs))
+
+
+def deal(steps: dict, n: int) -> list[list[str]]:
+  """Runs (name -> steps) dealt into n lanes: longest first, each to the least-loaded lane;
+  each lane keeps the runs in their original order."""
+  load, lanes = [0] * n, [[] for _ in range(n)]
+  for name in sorted(steps, key=lambda k: -steps[k]):  # stable: ties keep their order
+    i = load.index(min(load))
+    lanes[i].append(name)
+    load[i] += steps[name]
+  order = list(steps)
+  return [sorted(lane, key=order.index) for lane in lanes if lane]
+
+
+def split_cpus(n: int) -> list[list[int]]:
+  cpus = sorted(os.sched_getaffinity(0))
+  per = max(1, len(cpus) // n)
+  return [cpus[i * per:(i + 1) * per] or cpus for i in range(n)]
+
+
+def _env() -> dict:
+  """The lane's environment: this process's, plus the repository on the path and the
+  persistent compilation cache."""
+  import jax
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # finds mtspec anywhere
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      filter(None, [root, os.environ.get('PYTHONPATH', '')])))
+  cache = jax.config.jax_compilation_cache_dir
+  if cache:
+    env['JAX_COMPILATION_CACHE_DIR'] = cache
+    env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = str(
+        jax.config.jax_persistent_cache_min_compile_time_secs)
+  return env
+
+
+def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress: bool = True):
+  """Trains each lane's runs [(name, config, workdir)] in its own process, on 1/n_lanes of
+  the cores; returns when all are done. A lane that fails lets the others finish, then
+  raises (a NaN as NonFiniteLoss)."""
+  os.makedirs(job_dir, exist_ok=True)
+  cpus = split_cpus(n_lanes)
+  procs = []
+  for i, runs in enumerate(jobs):
+    path = os.path.join(job_dir, f'lane{i}.pkl')
+    with open(path, 'wb') as f:
+      pickle.dump({'runs': runs, 'cpus': cpus[i], 'lane': i, 'parent': os.getpid(),
+                   'show_progress': show_progress}, f)
+    print(f'lane {i} (cores {",".join(map(str, cpus[i]))}): '
+          f'{", ".join(name for name, _, _ in runs)}', flush=True)
+    procs.append((i, runs, path, subprocess.Popen([sys.executable, '-m', 'mtspec.lanes', path],
+                                                  env=_env())))
+  try:
+    codes = [p.wait() for _, _, _, p in procs]
+  finally:
+    for _, _, _, p in procs:  # interrupted: take the lanes down with us
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  failures = []
+  for (i, runs, path, _), code in zip(procs, codes):
+    if code:
+      failures.append((i, runs, code, _read_error(path)))
+  if failures:
+    i, runs, code, err = failures[0]
+    names = ', '.join(name for name, _, _ in runs)
+    msg = (f'lane {i} ({names}) stopped with exit status {code}: '
+           f'{err.get("message", "see its output above")}')
+    if err.get('type') == 'NonFiniteLoss':
+      from mtspec.trainer import NonFiniteLoss
+      raise NonFiniteLoss(msg)
+    raise LaneError(msg)
+
+
+def _read_error(job_path: str) -> dict:
+  try:
+    with open(job_path + '.error.json') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _die_with_parent(parent: int):
+  """A lane must not outlive a killed experiment (it would keep writing its run)."""
+  if sys.platform == 'linux':
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  if os.getppid() != parent:  # the parent died before prctl took effect
+    sys.exit(1)
+
+
+def _lane_main(job_path: str):
+  with open(job_path, 'rb') as f:
+    job = pickle.load(f)
+  _die_with_parent(job['parent'])
+  os.sched_setaffinity(0, job['cpus'])  # before jax starts its thread pools
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)
+  from mtspec import trainer
+  try:
+    for name, cfg, workdir in job['runs']:
+      t = time.time()
+      trainer.train(cfg, workdir, job['show_progress'], progress_position=job['lane'])
+      print(f'{name}: done in {time.time() - t:.0f} s (lane {job["lane"]})', flush=True)
+  except Exception as e:
+    with open(job_path + '.error.json', 'w') as f:
+      json.dump({'type': type(e).__name__, 'message': str(e)}, f)
+    raise
+
+
+if __name__ == '__main__':
+  _lane_main(sys.argv[1])

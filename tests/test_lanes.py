@@ -1,0 +1,103 @@
+"""Branches trained side by side in lanes (mtspec.lanes): same results, loud failures."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import ml_collections
+import pytest
+
+from conftest import ROOT
+from mtspec import experiment, lanes, phases, trainer
+from test_phases import two_source_config
+from test_stages import assert_same_params
+
+
+def test_deal_balances_steps_and_keeps_the_order():
+  steps = {'aft_s0': 20, 'mid_a_s0': 180, 'mid_b_s0': 180, 'aft_s1': 20, 'mid_a_s1': 180}
+  dealt = lanes.deal(steps, 2)
+  assert sorted(sum(dealt, [])) == sorted(steps)
+  loads = sorted(sum(steps[n] for n in lane) for lane in dealt)
+  assert loads == [220, 360]  # the best split of 180, 180, 180, 20, 20
+  for lane in dealt:
+    assert lane == [n for n in steps if n in lane]
+  assert lanes.deal({'a': 5}, 3) == [['a']]  # no empty lanes
+
+
+def test_lane_count():
+  assert lanes.lane_count(3, 2) == 2 and lanes.lane_count(1, 5) == 1
+  assert lanes.lane_count(0, 12) == min(lanes.cpu_count(), lanes.MAX_AUTO_LANES)
+
+
+def _tree_config(tmp_path, lanes_n, branches):
+  c = two_source_config(tmp_path)
+  c.experiment = ml_collections.ConfigDict(dict(
+      trunk=('one',), init_mode='params', lanes=lanes_n, trunk_from='',
+      branches=ml_collections.ConfigDict(branches)))
+  return c
+
+
+BRANCHES = {'b_two': dict(phases=('two',), seed=1), 'b_one': dict(phases=('one',), seed=2),
+            'b_both': dict(phases=('two', 'one'), seed=3)}
+
+
+@pytest.mark.skipif(lanes.cpu_count() < 2, reason='lanes pin one core each: needs two cores')
+def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
+  # three branches in two lanes; then the same tree with two branches complete, as a
+  # resumed tree: the third trains alone but still on one core, to the very same params
+  experiment.run_tree(_tree_config(tmp_path, 2, BRANCHES), str(tmp_path / 'all'),
+                      show_progress=False)
+  out = capfd.readouterr().out
+  assert 'lane 0 (cores' in out and 'lane 1 (cores' in out
+  for name in BRANCHES:
+    assert f'{name}: done in' in out
+  again = _tree_config(tmp_path, 2, BRANCHES)
+  again.experiment.trunk_from = str(tmp_path / 'all')
+  for done in ('b_two', 'b_one'):  # complete: skipped
+    shutil.copytree(tmp_path / 'all' / done, tmp_path / 'alone' / done)
+  experiment.run_tree(again, str(tmp_path / 'alone'), show_progress=False)
+  out = capfd.readouterr().out
+  assert 'lane 0 (cores' in out and 'lane 1' not in out
+  assert_same_params(trainer.checkpoint_params(str(tmp_path / 'all' / 'b_both')),
+                     trainer.checkpoint_params(str(tmp_path / 'alone' / 'b_both')))
+
+
+@pytest.mark.skipif(lanes.cpu_count() < 2, reason='lanes pin one core each: needs two cores')
+def test_a_nan_in_one_lane_stops_the_tree_and_the_other_lane_finishes(tmp_path):
+  c = _tree_config(tmp_path, 2, {'good': dict(phases=('two',), seed=1),
+                                 'bad': dict(phases=('explode',), seed=1)})
+  phases.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
+  with pytest.raises(trainer.NonFiniteLoss, match=r"lane \d \(bad\) stopped with exit status "
+                                                  r"1: loss is .* \(phase 'explode'\)"):
+    experiment.run_tree(c, str(tmp_path / 'exp'), show_progress=False)
+  assert (tmp_path / 'exp' / 'good' / 'summary.json').exists()
+  assert not (tmp_path / 'exp' / 'bad' / 'summary.json').exists()
+
+
+def test_a_lane_dies_with_its_experiment():
+  child = ('import os, sys, time; from mtspec import lanes; '
+           'lanes._die_with_parent(os.getppid()); time.sleep(120)')
+  parent = ('import subprocess, sys, time; '
+            f'p = subprocess.Popen([sys.executable, "-c", {child!r}]); '
+            'print(p.pid, flush=True); time.sleep(120)')
+  proc = subprocess.Popen([sys.executable, '-c', parent], cwd=ROOT, stdout=subprocess.PIPE,
+                          text=True, env={**os.environ, 'PYTHONPATH': ROOT})
+  pid = int(proc.stdout.readline())
+  time.sleep(3)  # the child is set up
+  assert os.path.exists(f'/proc/{pid}')
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 10
+  while time.time() < deadline and _alive(pid):
+    time.sleep(0.05)
+  assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().split(')')[-1].split()[0] != 'Z'  # a zombie has exited
+  except FileNotFoundError:
+    return False
