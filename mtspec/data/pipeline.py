@@ -34,6 +34,12 @@ class ShuffledEpochs:
   def __getitem__(self, i):
     return self.source[self.epoch_and_example(i)[1]]
 
+  def get_many(self, indices) -> list:
+    where = [self.epoch_and_example(i)[1] for i in indices]
+    if hasattr(self.source, 'get_many'):
+      return self.source.get_many(where)
+    return [self.source[k] for k in where]
+
 
 def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
   if hasattr(tokenizer, 'render_document'):  # a Hugging Face tokenizer (mtspec.hf)

@@ -35,7 +35,16 @@ class Source:
     return len(self.records)
 
   def __getitem__(self, i) -> dict:
-    record = self.records[i]
+    return self._decode(self.records[i], i)
+
+  def get_many(self, indices) -> list[dict]:
+    """Records at indices, in one read where the store can (ArrayRecord: ~6x cheaper a
+    record than one read each)."""
+    if hasattr(self.records, '__getitems__'):
+      return [self._decode(r, i) for r, i in zip(self.records.__getitems__(indices), indices)]
+    return [self[i] for i in indices]
+
+  def _decode(self, record, i) -> dict:
     if isinstance(record, (bytes, str)):
       record = json.loads(record)
     field = 'messages' if self.kind == 'chat' else self.text_key
