@@ -56,9 +56,16 @@ def deal(steps: dict, n: int) -> list[list[str]]:
 
 
 def split_cpus(n: int) -> list[list[int]]:
+  """n shares of this process's cores (disjoint unless there are more lanes than cores);
+  empty (unpinned) where the OS cannot pin."""
+  if not hasattr(os, 'sched_getaffinity'):
+    return [[] for _ in range(n)]
   cpus = sorted(os.sched_getaffinity(0))
-  per = max(1, len(cpus) // n)
-  return [cpus[i * per:(i + 1) * per] or cpus for i in range(n)]
+  if n >= len(cpus):  # more lanes than cores (asked for): they share, one core each
+    return [[cpus[i % len(cpus)]] for i in range(n)]
+  size, extra = divmod(len(cpus), n)
+  bounds = [i * size + min(i, extra) for i in range(n + 1)]
+  return [cpus[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
 def _env() -> dict:
@@ -88,7 +95,7 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
     with open(path, 'wb') as f:
       pickle.dump({'runs': runs, 'cpus': cpus[i], 'lane': i, 'parent': os.getpid(),
                    'show_progress': show_progress}, f)
-    print(f'lane {i} (cores {",".join(map(str, cpus[i]))}): '
+    print(f'lane {i} (cores {",".join(map(str, cpus[i])) or "unpinned"}): '
           f'{", ".join(name for name, _, _ in runs)}', flush=True)
     procs.append((i, runs, path, subprocess.Popen([sys.executable, '-m', 'mtspec.lanes', path],
                                                   env=_env())))
@@ -136,7 +143,8 @@ def _lane_main(job_path: str):
   with open(job_path, 'rb') as f:
     job = pickle.load(f)
   _die_with_parent(job['parent'])
-  os.sched_setaffinity(0, job['cpus'])  # before jax starts its thread pools
+  if job['cpus']:
+    os.sched_setaffinity(0, job['cpus'])  # before jax starts its thread pools
   from absl import logging
   logging.set_verbosity(logging.ERROR)
   from mtspec import trainer

@@ -31,6 +31,14 @@ def test_lane_count():
   assert lanes.lane_count(0, 12) == min(lanes.cpu_count(), lanes.MAX_AUTO_LANES)
 
 
+def test_split_cpus(monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4, 5, 6})
+  assert lanes.split_cpus(3) == [[0, 1, 2], [3, 4], [5, 6]]
+  assert lanes.split_cpus(1) == [[0, 1, 2, 3, 4, 5, 6]]
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {4, 9})
+  assert lanes.split_cpus(3) == [[4], [9], [4]]  # more lanes than cores: they share
+
+
 def _tree_config(tmp_path, lanes_n, branches):
   c = two_source_config(tmp_path)
   c.experiment = ml_collections.ConfigDict(dict(
