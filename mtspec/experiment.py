@@ -90,10 +90,15 @@ def _summary(run_dir: str) -> dict:
     return json.load(f)
 
 
-def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool):
+def _train(rcfg, run_dir: str, show_progress: bool) -> dict:
+  return {k: v for k, v in trainer.train(rcfg, run_dir, show_progress).items() if k != 'state'}
+
+
+def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool) -> dict:
   """name -> (config, workdir, steps, description): in n_lanes lanes side by side
   (mtspec.lanes), else one after another in this process. n_lanes comes from the whole tree,
-  not from what is pending, so a resumed branch trains on as many cores as it would have."""
+  not from what is pending, so a resumed branch trains on as many cores as it would have.
+  Returns name -> summary."""
   if n_lanes > 1 and pending:
     for *_, what in pending.values():
       print(what)
@@ -101,10 +106,12 @@ def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bo
     jobs = [[(name, *pending[name][:2]) for name in lane]
             for lane in lanes_lib.deal(steps, n_lanes)]
     lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress)
-    return
-  for rcfg, run_dir, _, what in pending.values():
+    return {name: _summary(p[1]) for name, p in pending.items()}
+  summaries = {}
+  for name, (rcfg, run_dir, _, what) in pending.items():
     print(what)
-    trainer.train(rcfg, run_dir, show_progress)
+    summaries[name] = _train(rcfg, run_dir, show_progress)
+  return summaries
 
 
 def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
@@ -139,13 +146,12 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
     what = f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else '')
     if name == 'trunk':  # the branches need its checkpoint
       print(what)
-      result = trainer.train(rcfg, run_dir, show_progress)
-      summaries[name] = {k: v for k, v in result.items() if k != 'state'}
+      summaries[name] = _train(rcfg, run_dir, show_progress)
     else:
       pending[name] = (rcfg, run_dir, total, what)
-  _train_branches(pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)),
-                  workdir, show_progress)
-  summaries.update({name: _summary(p[1]) for name, p in pending.items()})
+  summaries.update(_train_branches(
+      pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)), workdir,
+      show_progress))
 
   runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
            'workdir': s.get('workdir', os.path.join(workdir, name)),

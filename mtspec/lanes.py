@@ -2,7 +2,7 @@
 
 XLA:CPU spreads a small model's step over the cores poorly: the toy default's step takes
 0.34 s on two cores but 0.48 s on one, so two processes pinned to one core each train 1.4x
-as many steps (`python -m mtspec.profile_step`, README "Lanes"). The branches of a tree
+as many steps (`python -m mtspec.profile_step`; README, "Lanes" under "Measured: the default experiment"). The branches of a tree
 are independent runs, so on a CPU they are dealt into lanes, each a process pinned to its
 own share of the cores that trains its runs one after another.
 
@@ -35,6 +35,10 @@ def cpu_count() -> int:
 def lane_count(requested: int, n_runs: int) -> int:
   """requested > 0: that many; 0: one per core on a single-process CPU job, else 1."""
   import jax
+  if requested > 1 and jax.process_count() > 1:
+    from mtspec.config import ConfigError
+    raise ConfigError(f'config.experiment.lanes={requested}: lanes are processes of one '
+                      f'machine; this job has {jax.process_count()} processes (set lanes=1)')
   if requested > 0:
     return max(1, min(requested, n_runs))
   if (jax.default_backend() != 'cpu' or jax.process_count() > 1

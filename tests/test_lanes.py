@@ -31,6 +31,15 @@ def test_lane_count():
   assert lanes.lane_count(0, 12) == min(lanes.cpu_count(), lanes.MAX_AUTO_LANES)
 
 
+def test_lanes_in_a_multi_process_job_are_refused_by_name(monkeypatch):
+  import jax
+  from mtspec.config import ConfigError
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert lanes.lane_count(0, 12) == 1  # auto: one process trains the branches
+  with pytest.raises(ConfigError, match=r'config.experiment.lanes=2: .* 2 processes'):
+    lanes.lane_count(2, 12)
+
+
 def test_split_cpus(monkeypatch):
   monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4, 5, 6})
   assert lanes.split_cpus(3) == [[0, 1, 2], [3, 4], [5, 6]]
@@ -51,7 +60,6 @@ BRANCHES = {'b_two': dict(phases=('two',), seed=1), 'b_one': dict(phases=('one',
             'b_both': dict(phases=('two', 'one'), seed=3)}
 
 
-@pytest.mark.skipif(lanes.cpu_count() < 2, reason='lanes pin one core each: needs two cores')
 def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
   # three branches in two lanes; then the same tree with two branches complete, as a
   # resumed tree: the third trains alone but still on one core, to the very same params
@@ -72,7 +80,6 @@ def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
                      trainer.checkpoint_params(str(tmp_path / 'alone' / 'b_both')))
 
 
-@pytest.mark.skipif(lanes.cpu_count() < 2, reason='lanes pin one core each: needs two cores')
 def test_a_nan_in_one_lane_stops_the_tree_and_the_other_lane_finishes(tmp_path):
   c = _tree_config(tmp_path, 2, {'good': dict(phases=('two',), seed=1),
                                  'bad': dict(phases=('explode',), seed=1)})
