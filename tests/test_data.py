@@ -90,6 +90,21 @@ def test_epochs_reshuffle_and_cover_every_example():
   assert sorted(seen) == list(range(50))  # two processes read disjoint halves
 
 
+@pytest.mark.parametrize('n', [1, 2, 18, 255, 256, 3000, 65536])
+def test_whole_permutations_equal_grains_index_shuffle(n):
+  import grain
+  from mtspec.data import shuffle
+  rng = np.random.default_rng(n)
+  for seed in [0, 2**32 - 1, *rng.integers(0, 2**32, 3).tolist()]:
+    order = shuffle.permutation(n, seed)
+    assert sorted(order.tolist()) == list(range(n))
+    for i in (range(n) if n <= 3000 else rng.integers(0, n, 500).tolist()):
+      assert order[i] == grain.experimental.index_shuffle(i, max_index=n - 1, seed=seed,
+                                                          rounds=4), (n, seed, i)
+  with pytest.raises(ValueError, match='supported up to 65536'):
+    shuffle.permutation(65537, 0)
+
+
 def test_jsonl_source_and_its_errors(tmp_path):
   good = tmp_path / 'docs.jsonl'
   good.write_text('{"text": "hello world"}\n{"text": "second doc"}\n')

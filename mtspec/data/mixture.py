@@ -9,9 +9,9 @@ a phase's stream does not depend on any other phase.
 import threading
 import zlib
 
-import grain
 import numpy as np
 
+from mtspec.data import shuffle
 from mtspec.data.pipeline import ShuffledEpochs
 
 
@@ -44,12 +44,20 @@ class Mixture:
     # rank of each slot among the slots of its own source
     self.slot_rank = np.concatenate([np.arange(self.counts[n]) for n in self.names])
 
+  def _order(self, block: int):  # grain's index_shuffle over the block, all at once
+    return shuffle.permutation(self.block_size, stable_seed(self.seed, block) % 2**32)
+
   def locate(self, i: int) -> tuple[str, int]:
     block, r = divmod(int(i), self.block_size)
-    j = grain.experimental.index_shuffle(r, max_index=self.block_size - 1,
-                                         seed=stable_seed(self.seed, block) % 2**32, rounds=4)
+    j = self._order(block)[r]
     name = self.names[self.slot_source[j]]
     return name, block * self.counts[name] + int(self.slot_rank[j])
+
+  def locate_block(self, block: int) -> list[tuple[str, int]]:
+    """locate() of every index of the block."""
+    order = self._order(block)
+    return [(self.names[s], block * self.counts[self.names[s]] + int(rank))
+            for s, rank in zip(self.slot_source[order], self.slot_rank[order])]
 
 
 class MixedSource:
@@ -86,8 +94,7 @@ class MixedSource:
 
   def _read_block(self, block: int) -> list[tuple]:
     """[(source name, k, record)] for every index of the block."""
-    start = block * self.mixture.block_size
-    located = [self.mixture.locate(start + r) for r in range(self.mixture.block_size)]
+    located = self.mixture.locate_block(block)
     out = [None] * len(located)
     for name in self.mixture.names:
       slots = [(r, k) for r, (n, k) in enumerate(located) if n == name]

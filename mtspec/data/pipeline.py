@@ -8,6 +8,7 @@ every checkpoint.
 import grain
 import numpy as np
 
+from mtspec.data import shuffle
 from mtspec.data.tokenizer import BOS, EOS
 
 
@@ -27,8 +28,12 @@ class ShuffledEpochs:
 
   def epoch_and_example(self, i: int) -> tuple[int, int]:
     epoch, j = divmod(int(i), len(self.shard))
-    k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1,
-                                         seed=(self.seed + 7919 * epoch) % 2**32, rounds=4)
+    seed = (self.seed + 7919 * epoch) % 2**32
+    if len(self.shard) <= shuffle.FAST_MAX:  # the epoch's whole order, computed once
+      k = int(shuffle.permutation(len(self.shard), seed)[j])
+    else:
+      k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1, seed=seed,
+                                           rounds=4)
     return epoch, self.shard[k]
 
   def __getitem__(self, i):
