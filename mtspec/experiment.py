@@ -94,18 +94,21 @@ def _train(rcfg, run_dir: str, show_progress: bool) -> dict:
   return {k: v for k, v in trainer.train(rcfg, run_dir, show_progress).items() if k != 'state'}
 
 
-def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool) -> dict:
+def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool,
+                    on_idle=None) -> dict:
   """name -> (config, workdir, steps, description): in n_lanes lanes side by side
   (mtspec.lanes), else one after another in this process. n_lanes comes from the whole tree,
   not from what is pending, so a resumed branch trains on as many cores as it would have.
-  Returns name -> summary."""
+  on_idle({name: summary} of the runs complete so far): see run_tree. Returns name -> summary."""
   if n_lanes > 1 and pending:
     for *_, what in pending.values():
       print(what)
     steps = {name: p[2] for name, p in pending.items()}
     jobs = [[(name, *pending[name][:2]) for name in lane]
             for lane in lanes_lib.deal(steps, n_lanes)]
-    lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress)
+    done = lambda: {name: _summary(p[1]) for name, p in pending.items() if _complete(p[1], p[2])}
+    lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress,
+                        on_idle and (lambda: on_idle(done())))
     return {name: _summary(p[1]) for name, p in pending.items()}
   summaries = {}
   for name, (rcfg, run_dir, _, what) in pending.items():
@@ -114,7 +117,18 @@ def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bo
   return summaries
 
 
-def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
+def _tree(workdir: str, tokenizer: str, plans: dict, summaries: dict) -> dict:
+  runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
+           'workdir': s.get('workdir', os.path.join(workdir, name)),
+           'final_checkpoint': s['final_checkpoint'], 'lineage': _final_lineage(s)}
+          for name, s in summaries.items()]
+  return {'workdir': workdir, 'tokenizer': tokenizer, 'runs': runs}
+
+
+def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dict:
+  """Trains the trunk, then the branches; returns the tree (experiment.json's content).
+  on_idle(tree of the runs complete so far): called again and again, on the cores of the
+  lanes that have finished, while the last lanes still train (mtspec.lanes)."""
   exp = cfg.experiment
   if not exp.trunk:
     raise ConfigError('config.experiment.trunk is empty: name the phases the trunk runs')
@@ -151,13 +165,9 @@ def run_tree(cfg, workdir: str, show_progress: bool = True) -> dict:
       pending[name] = (rcfg, run_dir, total, what)
   summaries.update(_train_branches(
       pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)), workdir,
-      show_progress))
-
-  runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
-           'workdir': s.get('workdir', os.path.join(workdir, name)),
-           'final_checkpoint': s['final_checkpoint'], 'lineage': _final_lineage(s)}
-          for name, s in summaries.items()]
-  tree = {'workdir': workdir, 'tokenizer': tokenizer, 'runs': runs}
+      show_progress, on_idle and (
+          lambda done: on_idle(_tree(workdir, tokenizer, plans, summaries | done)))))
+  tree = _tree(workdir, tokenizer, plans, summaries)
   with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
     json.dump(tree, f, indent=2)
   return tree

@@ -87,10 +87,45 @@ def _env() -> dict:
   return env
 
 
-def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress: bool = True):
+def _pin_threads(cpus) -> None:
+  """Every thread of this process onto cpus (os.sched_setaffinity(0) moves only the caller;
+  XLA's worker threads already exist)."""
+  for tid in os.listdir('/proc/self/task'):
+    try:
+      os.sched_setaffinity(int(tid), cpus)
+    except OSError:  # the thread has ended
+      pass
+
+
+def _wait(procs, cpus, on_idle) -> list[int]:
+  """Exit codes of the lanes. While some lanes still train, on_idle() runs in this process
+  on the cores of the lanes that finished well, so work that waits for training (the toy's
+  scoring) fills their idle time without slowing the others."""
+  codes, freed = [None] * len(procs), []
+  can_pin = on_idle is not None and hasattr(os, 'sched_setaffinity')
+  home = os.sched_getaffinity(0) if can_pin else None
+  try:
+    while None in codes:
+      for i, p in enumerate(procs):
+        if codes[i] is None and p.poll() is not None:
+          codes[i] = p.returncode
+          freed += cpus[i] if p.returncode == 0 else []
+      if None in codes and freed and can_pin:
+        _pin_threads(freed)
+        on_idle()
+      time.sleep(0.5)
+  finally:
+    if can_pin:
+      _pin_threads(home)
+  return codes
+
+
+def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress: bool = True,
+              on_idle=None):
   """Trains each lane's runs [(name, config, workdir)] in its own process, on 1/n_lanes of
   the cores; returns when all are done. A lane that fails lets the others finish, then
-  raises (a NaN as NonFiniteLoss)."""
+  raises (a NaN as NonFiniteLoss). on_idle: called again and again, on the freed cores,
+  while the last lanes train (see _wait)."""
   os.makedirs(job_dir, exist_ok=True)
   cpus = split_cpus(n_lanes)
   procs = []
@@ -104,7 +139,7 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
     procs.append((i, runs, path, subprocess.Popen([sys.executable, '-m', 'mtspec.lanes', path],
                                                   env=_env())))
   try:
-    codes = [p.wait() for _, _, _, p in procs]
+    codes = _wait([p for *_, p in procs], cpus, on_idle)
   finally:
     for _, _, _, p in procs:  # interrupted: take the lanes down with us
       if p.poll() is None:

@@ -59,33 +59,61 @@ def models_to_score(cfg, tree: dict) -> list[dict]:
   return out
 
 
-def score_all(cfg, tree: dict, data: dict, show_progress: bool = True):
-  from tqdm import tqdm
-  from mtspec.data import tokenizer as tok_lib
-  from mtspec.world import evaluate, report
-  scorer = evaluate.Scorer(cfg.model, tok_lib.load(tree['tokenizer']), int(cfg.eval.batch))
-  values = [cfg.specs.A.value, cfg.specs.B.value]
-  enc = scorer.encode(evaluate.eval_items(data['eval']))
-  diag_enc = {}
-  if cfg.eval.diagnostic_seeds:
-    diag_enc = evaluate.encode_diagnostics(scorer, evaluate.diagnostic_items(
-        data['world'], data['agents'], data['eval'], data['aft'], *values))
-  # every seed gets the one-attribute probes (the second table), the chosen seeds all
-  own_enc = {k: v for k, v in diag_enc.items() if k.startswith('own_')}
-  diag_seeds = tuple(cfg.eval.diagnostic_seeds)
-  conditions, diagnostics = [], []
-  for m in tqdm(models_to_score(cfg, tree), desc='evaluate', disable=not show_progress):
-    params = scorer.load(m['checkpoint'])
-    name = report.condition_name(m['midtrain'], m['aft'])
-    with_diag = diag_enc if m['seed'] in diag_seeds else own_enc
-    scores, diag = evaluate.score_with_diagnostics(scorer, params, enc, with_diag)
-    rates = evaluate.choice_rates(scores, data['eval'], values)
-    conditions.append({'name': name, 'midtrain': m['midtrain'], 'aft': m['aft'],
-                       'seed': m['seed'], 'rates': rates, 'n_pairs': len(data['eval'])})
-    if diag:
-      diagnostics.append({'name': name, 'seed': m['seed'], 'run': m['run'],
-                          'checkpoint': m['checkpoint'], 'rates': diag})
-  return conditions, diagnostics
+class Scoring:
+  """Scores the experiment's models, each checkpoint once, as soon as its run is complete:
+  with lanes, while the last lane still trains (mtspec.experiment.run_tree's on_idle). All
+  in this process, so the scores are the same whenever they are taken."""
+
+  def __init__(self, cfg, data: dict):
+    self.cfg, self.data = cfg, data
+    self.values = [cfg.specs.A.value, cfg.specs.B.value]
+    self.scored = {}  # checkpoint -> (held-out pair rates, diagnostic rates)
+    self.scorer = None
+
+  def _start(self, tokenizer: str):
+    from mtspec.data import tokenizer as tok_lib
+    from mtspec.world import evaluate
+    self.scorer = evaluate.Scorer(self.cfg.model, tok_lib.load(tokenizer),
+                                  int(self.cfg.eval.batch))
+    self.enc = self.scorer.encode(evaluate.eval_items(self.data['eval']))
+    self.diag_enc = {}
+    if self.cfg.eval.diagnostic_seeds:
+      self.diag_enc = evaluate.encode_diagnostics(self.scorer, evaluate.diagnostic_items(
+          self.data['world'], self.data['agents'], self.data['eval'], self.data['aft'],
+          *self.values))
+    # every seed gets the one-attribute probes (the second table), the chosen seeds all
+    self.own_enc = {k: v for k, v in self.diag_enc.items() if k.startswith('own_')}
+
+  def score(self, tree: dict, show_progress: bool = False, limit: int | None = None) -> int:
+    """Scores the tree's models not scored yet (at most limit); returns how many."""
+    from tqdm import tqdm
+    from mtspec.world import evaluate
+    todo = [m for m in models_to_score(self.cfg, tree)
+            if m['checkpoint'] not in self.scored][:limit]
+    if todo and self.scorer is None:
+      self._start(tree['tokenizer'])
+    diag_seeds = tuple(self.cfg.eval.diagnostic_seeds)
+    for m in tqdm(todo, desc='evaluate', disable=not show_progress):
+      params = self.scorer.load(m['checkpoint'])
+      with_diag = self.diag_enc if m['seed'] in diag_seeds else self.own_enc
+      scores, diag = evaluate.score_with_diagnostics(self.scorer, params, self.enc, with_diag)
+      self.scored[m['checkpoint']] = (
+          evaluate.choice_rates(scores, self.data['eval'], self.values), diag)
+    return len(todo)
+
+  def results(self, tree: dict):
+    """(conditions, diagnostics) of every model of the tree, in the tree's order."""
+    from mtspec.world import report
+    conditions, diagnostics = [], []
+    for m in models_to_score(self.cfg, tree):
+      rates, diag = self.scored[m['checkpoint']]
+      name = report.condition_name(m['midtrain'], m['aft'])
+      conditions.append({'name': name, 'midtrain': m['midtrain'], 'aft': m['aft'],
+                         'seed': m['seed'], 'rates': rates, 'n_pairs': len(self.data['eval'])})
+      if diag:
+        diagnostics.append({'name': name, 'seed': m['seed'], 'run': m['run'],
+                            'checkpoint': m['checkpoint'], 'rates': diag})
+    return conditions, diagnostics
 
 
 class WorkdirInUse(RuntimeError):
@@ -134,23 +162,32 @@ def run(cfg, workdir: str, show_progress: bool = True) -> dict:
       cfg.data.tokenizer = data['tokenizer']
   expand_branches(cfg)
   t_data = time.time()
-  tree = experiment.run_tree(cfg, workdir, show_progress)
+  scoring = Scoring(cfg, data)
+  # one model a call: the lanes are checked between models, and once the last one is done
+  # the rest is scored on all the cores
+  tree = experiment.run_tree(cfg, workdir, show_progress,
+                             on_idle=lambda partial: scoring.score(partial, limit=1))
   t_train = time.time()
-  conditions, diagnostics = score_all(cfg, tree, data, show_progress)
+  early = len(scoring.scored)  # scored on idle cores while the last lane trained
+  if early:
+    print(f'evaluate: {early} of the models scored while the last lane trained', flush=True)
+  scoring.score(tree, show_progress)
+  conditions, diagnostics = scoring.results(tree)
   results = {'conditions': conditions, 'world': cfg.world.path,
              'specs': {k: {'path': cfg.specs[k].path, 'value': cfg.specs[k].value}
                        for k in ('A', 'B')}}
   report.write_results(os.path.join(workdir, 'results.json'), results)
   timing = {'data_s': round(t_data - t0, 1), 'train_s': round(t_train - t_data, 1),
-            'eval_s': round(time.time() - t_train, 1), 'total_s': round(time.time() - t0, 1)}
+            'eval_s': round(time.time() - t_train, 1), 'total_s': round(time.time() - t0, 1),
+            'scored_during_training': early}
   report.write_results(os.path.join(workdir, 'diagnostics.json'),
                        {'models': diagnostics, 'effect': report.effect(results),
                         'timing': timing, 'contamination': data['manifest']['contamination']})
   report.chart(results, os.path.join(workdir, 'results.png'))
   print(report.table(results))
   print(report.own_table(diagnostics, [cfg.specs.A.value, cfg.specs.B.value]))
-  print(f"timing: data {timing['data_s']}s, training {timing['train_s']}s, evaluation "
-        f"{timing['eval_s']}s, total {timing['total_s']}s")
+  print(f"timing: data {timing['data_s']}s, training {timing['train_s']}s (scored beside "
+        f"the last lane: {early}), evaluation {timing['eval_s']}s, total {timing['total_s']}s")
   print(f'results: {workdir}/results.json, chart: {workdir}/results.png')
   return results
 

@@ -289,9 +289,10 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   summary = {'run': run.name, 'step': final, 'final_checkpoint': os.path.join(
       workdir, 'checkpoints', str(final)), 'peak_flops': peak, 'peak_source': peak_source,
              'flops_per_token': flops_tok, 'last_metrics': last}
-  if primary:
-    with open(summary_path, 'w') as f:
+  if primary:  # whole or absent: an experiment reads it while other lanes train
+    with open(summary_path + '.tmp', 'w') as f:
       json.dump(summary, f, indent=2)
+    os.replace(summary_path + '.tmp', summary_path)
   return {'state': state, **summary}
 
 

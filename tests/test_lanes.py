@@ -91,6 +91,27 @@ def test_a_nan_in_one_lane_stops_the_tree_and_the_other_lane_finishes(tmp_path):
   assert not (tmp_path / 'exp' / 'bad' / 'summary.json').exists()
 
 
+def _thread_affinities() -> set:
+  return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')}
+
+
+def test_work_waiting_for_the_lanes_runs_on_the_cores_of_the_finished_ones():
+  cpus = lanes.split_cpus(2)
+  home = _thread_affinities()
+  lane = lambda code: subprocess.Popen([sys.executable, '-c', code])
+  seen = []
+  codes = lanes._wait([lane('pass'), lane('import time; time.sleep(3)')], cpus,
+                      lambda: seen.append(_thread_affinities()))
+  assert codes == [0, 0]
+  assert len(seen) >= 2  # again and again while the slow lane trains
+  assert all(s == {frozenset(cpus[0])} for s in seen)  # every thread, on the freed cores
+  assert _thread_affinities() == home  # given back afterwards
+  seen.clear()  # a lane that failed frees nothing: its error comes first
+  codes = lanes._wait([lane('raise SystemExit(1)'), lane('import time; time.sleep(1.5)')],
+                      cpus, lambda: seen.append(1))
+  assert codes == [1, 0] and not seen
+
+
 def test_a_lane_dies_with_its_experiment():
   child = ('import os, sys, time; from mtspec import lanes; '
            'lanes._die_with_parent(os.getppid()); time.sleep(120)')
