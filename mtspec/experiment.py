@@ -106,7 +106,12 @@ def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bo
     steps = {name: p[2] for name, p in pending.items()}
     jobs = [[(name, *pending[name][:2]) for name in lane]
             for lane in lanes_lib.deal(steps, n_lanes)]
-    done = lambda: {name: _summary(p[1]) for name, p in pending.items() if _complete(p[1], p[2])}
+    complete = {}  # a complete run stays complete: read each summary once
+
+    def done():
+      complete.update({name: _summary(p[1]) for name, p in pending.items()
+                       if name not in complete and _complete(p[1], p[2])})
+      return complete
     lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress,
                         on_idle and (lambda: on_idle(done())))
     return {name: _summary(p[1]) for name, p in pending.items()}
@@ -163,10 +168,15 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
       summaries[name] = _train(rcfg, run_dir, show_progress)
     else:
       pending[name] = (rcfg, run_dir, total, what)
+  partial = {}  # the tree of the runs complete so far, rebuilt only when one more is
+
+  def idle(done: dict):
+    if partial.get('names') != set(done):
+      partial.update(names=set(done), tree=_tree(workdir, tokenizer, plans, summaries | done))
+    on_idle(partial['tree'])
   summaries.update(_train_branches(
       pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)), workdir,
-      show_progress, on_idle and (
-          lambda done: on_idle(_tree(workdir, tokenizer, plans, summaries | done)))))
+      show_progress, on_idle and idle))
   tree = _tree(workdir, tokenizer, plans, summaries)
   with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
     json.dump(tree, f, indent=2)

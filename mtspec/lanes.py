@@ -101,7 +101,7 @@ def _wait(procs, cpus, on_idle) -> list[int]:
   """Exit codes of the lanes. While some lanes still train, on_idle() runs in this process
   on the cores of the lanes that finished well, so work that waits for training (the toy's
   scoring) fills their idle time without slowing the others."""
-  codes, freed = [None] * len(procs), []
+  codes, freed, pinned = [None] * len(procs), [], []
   can_pin = on_idle is not None and hasattr(os, 'sched_setaffinity')
   home = os.sched_getaffinity(0) if can_pin else None
   try:
@@ -111,7 +111,9 @@ def _wait(procs, cpus, on_idle) -> list[int]:
           codes[i] = p.returncode
           freed += cpus[i] if p.returncode == 0 else []
       if None in codes and freed and can_pin:
-        _pin_threads(freed)
+        if pinned != freed:  # threads started since inherit it
+          _pin_threads(freed)
+          pinned = list(freed)
         on_idle()
       time.sleep(0.5)
   finally:
