@@ -22,6 +22,37 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
 
 
+# The suite runs on two pytest-xdist workers (scripts/test.sh). Each test file goes to one
+# worker, so its module fixtures are built once; the toy tests and the notebooks go together,
+# as they share the quick runs (tests/toy_fixtures.py). The longest groups go first, so that
+# the workers finish together. (xdist's own --dist loadgroup does not group under pytest 9.)
+GROUPS = {'test_colabs.py': 'quick_toy_runs', 'test_toy_quick.py': 'quick_toy_runs'}
+LONGEST_FIRST = ('quick_toy_runs', 'test_multihost.py', 'test_stages.py', 'test_lanes.py',
+                 'test_model.py', 'test_sharding.py', 'test_bench.py')
+
+
+def _group(nodeid: str) -> str:
+  name = os.path.basename(nodeid.split('::')[0])
+  return GROUPS.get(name, name)
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: (LONGEST_FIRST.index(_group(item.nodeid))
+                       if _group(item.nodeid) in LONGEST_FIRST else len(LONGEST_FIRST))
+  items.sort(key=rank)  # stable: the order within a group stays
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+  from xdist.scheduler import LoadScopeScheduling
+
+  class ByGroup(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      return _group(nodeid)
+
+  return ByGroup(config, log)
+
+
 def run_module(args, env=None, timeout=600, check=True):
   """Runs `python -m ...` from the repo root in a fresh process; returns CompletedProcess."""
   full_env = {**os.environ, 'PYTHONPATH': ROOT, **(env or {})}

@@ -36,8 +36,8 @@ def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pair
 
 
 def _check_run(variant, world, values, n_pairs):
-  workdir, out, seconds = quick_run(variant)
-  assert seconds < 120, f'quick variant took {seconds:.0f}s (budget 120s)'
+  # Its time is measured alone, not here beside the other worker (README, "Tests")
+  workdir, out, _ = quick_run(variant)
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   check_results(results, world, values, (0, 1), n_pairs)
@@ -90,14 +90,19 @@ def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   baseline = lambda d: next(c['rates'] for c in json.load(open(os.path.join(d, 'results.json')))
                             ['conditions'] if c['name'] == 'baseline')
   assert baseline(tmp_path / 'b') == baseline(src)  # the very same trunk checkpoint
-  # a trunk trained with another tokenizer (here: another vocabulary size) is refused by name
-  bad = run_module(args + ['--config.model.vocab_size=640', f'--workdir={tmp_path / "c"}'],
-                   check=False)
-  assert bad.returncode == 2 and 'config.experiment.trunk_from' in bad.stderr
-  assert 'tokenizer' in bad.stderr
+  # a trunk trained with another tokenizer (another world, corpus or vocabulary size) is
+  # refused by name, and so is a workdir without a tree
+  from mtspec import experiment
+  from mtspec.config import ConfigError
+  other = tmp_path / 'other.model'
+  other.write_bytes(b'another tokenizer')
+  with pytest.raises(ConfigError, match=r'config.experiment.trunk_from=.*tokenizer'):
+    experiment.borrowed_trunk(src, ('pretrain',),
+                              cheese_toy.get_config('quick').phases.pretrain.steps, str(other))
   missing = run_module(args[:3] + [f'--config.experiment.trunk_from={tmp_path / "none"}',
                                    f'--workdir={tmp_path / "d"}'], check=False)
   assert missing.returncode == 2 and 'no experiment.json there' in missing.stderr
+  assert 'config.experiment.trunk_from' in missing.stderr
 
 
 def test_config_variants():
