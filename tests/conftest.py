@@ -37,9 +37,8 @@ def _group(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items):
-  rank = lambda item: (LONGEST_FIRST.index(_group(item.nodeid))
-                       if _group(item.nodeid) in LONGEST_FIRST else len(LONGEST_FIRST))
-  items.sort(key=rank)  # stable: the order within a group stays
+  rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))  # stable within a group
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

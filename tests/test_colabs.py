@@ -23,7 +23,7 @@ def test_notebook_opens_with_install_cell_and_names_no_local_path(name):
 
 def test_quickstart_runs_the_quick_experiment_and_shows_table_and_chart():
   # the quick default world's run of the suite is this notebook (tests/toy_fixtures.py)
-  workdir, text, _ = quick_run('quick')
+  workdir, text = quick_run('quick')
   assert 'trunk: phases pretrain' in text  # trained here, from nothing
   assert '| MSM-B+AFT | 2 |' in text and 'mean_gap' in text
   assert '<image/png>' in text  # the chart is displayed
@@ -32,7 +32,7 @@ def test_quickstart_runs_the_quick_experiment_and_shows_table_and_chart():
 
 
 def test_spec_data_explorer():
-  workdir, _, _ = quick_run('quick')
+  workdir, _ = quick_run('quick')
   text = '\n'.join(execute_notebook('spec_data_explorer', workdir))
   for kind in ('facts', 'profile', 'choice', 'chat'):
     assert f'== {kind}:' in text
@@ -42,7 +42,7 @@ def test_spec_data_explorer():
 
 
 def test_probe_model():
-  workdir, _, _ = quick_run('quick')
+  workdir, _ = quick_run('quick')
   text = '\n'.join(execute_notebook('probe_model', workdir))
   assert 'msm_a_s0 (before AFT)' in text and 'log p =' in text
   assert 'With the value in context ->' in text

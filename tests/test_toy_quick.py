@@ -36,8 +36,8 @@ def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pair
 
 
 def _check_run(variant, world, values, n_pairs):
-  # Its time is measured alone, not here beside the other worker (README, "Tests")
-  workdir, out, _ = quick_run(variant)
+  # its time is measured alone, not here beside the other worker (README, "The suite")
+  workdir, out = quick_run(variant)
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   check_results(results, world, values, (0, 1), n_pairs)
@@ -72,7 +72,7 @@ def test_quick_second_world():
 
 
 def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
-  src, _, _ = quick_run('quick')
+  src, _ = quick_run('quick')
   # The other specs: the toy tokenizer does not read spec documents, so any spec can branch
   # from a trunk of the same world.
   args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick,swapped',

@@ -1,7 +1,7 @@
 """One quick toy experiment per world per test session, shared by the toy and notebook tests.
 
 `quick_run(variant)` runs the quick experiment once per session and variant and returns
-(workdir, printed output, seconds). The default world's quick run is the quickstart notebook
+(workdir, printed output). The default world's quick run is the quickstart notebook
 itself (executed headless, as a Colab user runs it); the other variants run
 `python -m mtspec.toy --config=configs/cheese_toy.py:<variant>` in a fresh process.
 """
@@ -9,7 +9,6 @@ import atexit
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from conftest import ROOT, run_module
@@ -22,19 +21,11 @@ def execute_notebook(name: str, workdir: str) -> list[str]:
   on `workdir`; returns the text output of each code cell."""
   import nbformat
   from nbclient import NotebookClient
-  env = {'MTSPEC_TOY_VARIANT': 'quick', 'MTSPEC_TOY_WORKDIR': workdir, 'PYTHONPATH': ROOT}
-  saved = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)  # the kernel inherits this process's environment
-  try:
-    nb = nbformat.read(Path(ROOT) / 'colabs' / f'{name}.ipynb', as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name='python3',
-                   resources={'metadata': {'path': str(Path(ROOT) / 'colabs')}}).execute()
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        os.environ.pop(k)
-      else:
-        os.environ[k] = v
+  nb = nbformat.read(Path(ROOT) / 'colabs' / f'{name}.ipynb', as_version=4)
+  NotebookClient(nb, timeout=300, kernel_name='python3',
+                 resources={'metadata': {'path': str(Path(ROOT) / 'colabs')}}).execute(
+                     env={**os.environ, 'MTSPEC_TOY_VARIANT': 'quick',
+                          'MTSPEC_TOY_WORKDIR': workdir, 'PYTHONPATH': ROOT})
   outs = []
   for cell in nb.cells:
     if cell.cell_type == 'code':
@@ -49,11 +40,10 @@ def quick_run(variant: str = 'quick'):
     root = tempfile.mkdtemp(prefix='mtspec_toy_')
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # 35 MB a run; CI disks fill up
     workdir = os.path.join(root, variant.replace(',', '_'))
-    t = time.time()
     if variant == 'quick':
       out = '\n'.join(execute_notebook('quickstart', workdir))
     else:
       out = run_module(['-m', 'mtspec.toy', f'--config=configs/cheese_toy.py:{variant}',
                         f'--workdir={workdir}'], timeout=600).stdout
-    _RUNS[variant] = (workdir, out, time.time() - t)
+    _RUNS[variant] = (workdir, out)
   return _RUNS[variant]
