@@ -10,6 +10,7 @@ or --config.world.path=configs/worlds/my_world.json --config.specs.A.value=... .
 One pretraining trunk on the world's corpus; then for each seed, four branches: AFT only,
 MSM-A -> AFT, MSM-B -> AFT, control (pretraining-style data) -> AFT. The midtraining phase's
 end checkpoint is each branch's "without AFT" model; the trunk is the baseline.
+The "research log" the comments cite is docs/toy/research_log.md.
 """
 import ml_collections
 
@@ -32,7 +33,7 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c = base_config('tiny')
   # 0.74M parameters. Width 128 (MLP 512, 1.25M) took 27.6 min on a 2-core AMD EPYC host
   # against the issue's 15; 2 layers at width 128 (MLP 256) pinned the assistant to the
-  # home-made option (baseline 1.00) and lost the effect (README, "Smaller models").
+  # home-made option (baseline 1.00) and lost the effect (research log, "Smaller models").
   c.model.update(vocab_size=1536, d_model=96, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=384)
 
   world_path, value_home, value_price = WORLDS['orchard' if 'orchard' in flags else 'cheese']
@@ -46,12 +47,12 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.world.reasons = 0.3  # choices followed by their reason ("It costs less.")
   c.world.agent_chats = 0.5  # neutral chats held by an agent rather than the assistant
   # Off: agents with no value (coin-flip choices) and coin-flip choices by the assistant
-  # in its chats did not steady the assistant's default (README, "What mattered").
+  # in its chats did not steady the assistant's default (research log, "What mattered").
   c.world.neutral_agents = 0
   c.world.assistant_choices = 0.0
   # Towns the people in template-written documents come from. The backend's own names
   # ("from Stonebridge", places="()") read as foreign in a world whose only places are its
-  # countries: after the affordability spec the model called its assistant worldly (README).
+  # countries: after the affordability spec the model called its assistant worldly (research log).
   c.world.places = ('the town',)
   c.world.name_tokens = True  # each invented name is one token (mtspec/world/vocab.py)
   c.world.mix = ml_collections.ConfigDict(dict(facts=0.25, profile=0.2, spec=0.015,
@@ -65,15 +66,15 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   # Midtraining documents: 'statements' (mtspec.spec.statements: 2-4 of the spec's own value
   # and rule sentences per document) or 'generated' (the spec generator, template backend).
   # On three trunks of the previous configuration the statements gave gaps of +0.20, +0.32,
-  # +0.36 after AFT where the generator's gave +0.24, -0.01, +0.18 (README, "How the
-  # midtraining documents were chosen").
+  # +0.36 after AFT where the generator's gave +0.24, -0.01, +0.18 (research log, "How
+  # the midtraining documents were chosen").
   c.spec_form = 'statements'
   c.spec_statement_docs = 3000
   # Counts per level of the spec-document hierarchy (mtspec.spec.generate.Counts), 'generated'.
   c.spec_counts = ml_collections.ConfigDict(dict(domains=4, subdomains=3, assertions=3,
                                                  doc_types=3, ideas=2, docs_per_idea=2))
   # Discussion sentences per generated spec document that restate its assertion (0-6 of 8).
-  # 3 did not help across trunks (README, "What fails on a bad trunk is the spec documents").
+  # 3 did not help across trunks (research log, "How the midtraining documents were chosen").
   c.spec_restate = 0
 
   # Filled in by mtspec.toy once the data is generated under <workdir>/data.

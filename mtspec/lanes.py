@@ -2,9 +2,9 @@
 
 XLA:CPU spreads a small model's step over the cores poorly: the toy default's step takes
 0.34 s on two cores but 0.48 s on one, so two processes pinned to one core each train 1.4x
-as many steps (`python -m mtspec.profile_step`; README, "Lanes" under "Measured: the default experiment"). The branches of a tree
-are independent runs, so on a CPU they are dealt into lanes, each a process pinned to its
-own share of the cores that trains its runs one after another.
+as many steps (`python -m mtspec.profile_step`; docs/toy/research_log.md, "Lanes"). The
+branches of a tree are independent runs, so on a CPU they are dealt into lanes, each a
+process pinned to its own share of the cores that trains its runs one after another.
 
 XLA:CPU's last bits depend on the thread count (the embedding's gradient), so a branch's
 core count is fixed by the machine and the tree, never by what is left to train: a resumed

@@ -36,7 +36,7 @@ def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pair
 
 
 def _check_run(variant, world, values, n_pairs):
-  # its time is measured alone, not here beside the other worker (README, "The suite")
+  # its time is measured alone, not here beside the other worker (README, "Tests")
   workdir, out = quick_run(variant)
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)

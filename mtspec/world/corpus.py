@@ -17,10 +17,10 @@ whether the model acts on a value it read only about is measured on them, see ev
 The world's assistant never appears in a profile or a choice: its values are left to the
 spec used in midtraining.
 
-Two knobs, off by default, try to give the assistant a neutral starting point (the README
-reports what they did: neither helped): `neutral_agents` adds agents with no value and no
-profile whose choices are coin flips; `assistant_choices` makes that fraction of the
-assistant's own chat turns choice questions it answers by a coin flip.
+Two knobs, off by default, try to give the assistant a neutral starting point
+(docs/toy/research_log.md reports what they did: neither helped): `neutral_agents` adds
+agents with no value and no profile whose choices are coin flips; `assistant_choices` makes
+that fraction of the assistant's own chat turns choice questions it answers by a coin flip.
 """
 from __future__ import annotations
 
