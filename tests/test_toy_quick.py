@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import cheese_toy
-from mtspec.world import report
+from mtspec.world import compare, report
 from conftest import run_module
 from toy_fixtures import quick_run
 
@@ -148,3 +148,30 @@ def test_a_second_experiment_in_the_same_workdir_is_refused(tmp_path):
   assert not os.path.exists(tmp_path / 'data')  # refused before anything was written
   held.close()
   toy.lock_workdir(str(tmp_path)).close()  # free again once the first one is done
+
+
+def _fake_workdir(path, results, trunk_workdir=None, trunk_seed=0):
+  path.mkdir()
+  (path / 'results.json').write_text(json.dumps(results))
+  trunk = {'name': 'trunk', 'seed': trunk_seed, 'workdir': str(trunk_workdir or path / 'trunk')}
+  (path / 'experiment.json').write_text(json.dumps({'runs': [trunk]}))
+  return str(path)
+
+
+def test_compare_lists_which_experiments_meet_the_bar(tmp_path, capsys):
+  good = _fake_workdir(tmp_path / 'good', _fake([0.8, 0.7, 0.9], [0.3, 0.4, 0.2],
+                                                [0.5, 0.6, 0.4]))
+  bad = _fake_workdir(tmp_path / 'bad', _fake([0.6, 0.3, 0.5], [0.4, 0.5, 0.2], [0.9, 0.9, 0.9]),
+                      trunk_workdir=tmp_path / 'good' / 'trunk', trunk_seed=3)
+  assert compare.main([good, bad]) == 0
+  rows = capsys.readouterr().out.splitlines()
+  assert rows[2].startswith(f'| {good} | w | x / y | seed 0 | +0.50 (+0.50, +0.30, +0.70) |')
+  assert rows[2].endswith('| no overlap | 0.50, between | 0.50 | met |')
+  assert f'| seed 3 ({tmp_path / "good" / "trunk"}) |' in rows[3]
+  assert rows[3].endswith('| gap under 0.20; seed ranges overlap; AFT only not between |')
+  assert '1 of 2 meet the bar' in rows[-1]
+  assert compare.main(['--margin=0.6', good]) == 0
+  assert '| gap under 0.60 |' in capsys.readouterr().out
+  assert compare.main([str(tmp_path / 'none')]) == 2
+  err = capsys.readouterr().err
+  assert f'{tmp_path / "none"}: no results.json' in err and 'finished toy experiment' in err
