@@ -131,4 +131,4 @@ def test_cli_validate_ok():
   r = subprocess.run([sys.executable, "-m", "mtspec.spec", "validate",
                       "--spec=configs/specs/cheese_home.md", "--set", "home_country=Norland"],
                      capture_output=True, text=True, cwd=ROOT)
-  assert r.returncode == 0 and "ok: 3 sections" in r.stdout
+  assert r.returncode == 0 and "ok: 2 sections, 2 units" in r.stdout
