@@ -88,14 +88,16 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
 
   c.train.update(batch_size=32, seq_len=128, log_every=25, ckpt_every=10_000, keep_ckpts=1)
   new_phase(c, 'pretrain', 1200, {'web': 1.0}, lr=3e-3, warmup_steps=50)
-  # Midtraining: 80% spec documents for 160 steps. On one trunk the MSM-A minus MSM-B gap
-  # after AFT was +0.18 with 80 steps and +0.23 with 160 (50% spec documents, 80 steps: lower
-  # still); on the current default's trunk 140 steps gave +0.21 with overlapping seeds. A
-  # corpus with more spec-style documents about other agents (12% instead of 1.5%) made the
-  # effect vanish (+0.06).
+  # Midtraining: 80% spec documents for 100 steps. With the two-statement specs, 100 steps
+  # gave the same mean gap over six trunks as 160 (+0.33 against +0.31, branch seed 0), larger
+  # on both default trunks (cheese +0.63 against +0.49, orchard +0.31 against +0.23), and
+  # take 540 fewer of the run's steps (research log, "Midtraining 100 steps"). With the
+  # earlier four-statement specs 100 steps had lost most of the orchard's gap. A corpus with
+  # more spec-style documents about other agents (12% instead of 1.5%) made the effect
+  # vanish (+0.06).
   for name, spec in (('midtrain_a', 'spec_a'), ('midtrain_b', 'spec_b'),
                      ('midtrain_control', None)):
-    new_phase(c, name, 160, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3,
+    new_phase(c, name, 100, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3,
               warmup_steps=8)
   # A gentle AFT (low learning rate, demonstrations mixed with pretraining data): at lr 5e-4
   # the AFT pulled every branch towards the world's patriotic items and the MSM-A minus
