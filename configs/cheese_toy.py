@@ -60,8 +60,8 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
 
   # Each spec states its value and the one rule that ties it to a choice. Two more rules the
   # specs shared word for word moved both MSM branches together, by trunk (research log, "The
-  # specs without the rules they shared": the bar met on 1 of 6 trunks before; after, on 4 of
-  # 6 in screens of branch seed 0).
+  # specs without the rules they shared": with 160 midtraining steps, the bar met on 1 of 6
+  # trunks before; after, on 4 of 6 in screens of branch seed 0).
   home = ml_collections.ConfigDict(dict(path='configs/specs/cheese_home.md', value=value_home))
   price = ml_collections.ConfigDict(dict(path='configs/specs/cheese_affordable.md',
                                          value=value_price))
@@ -90,11 +90,11 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   new_phase(c, 'pretrain', 1200, {'web': 1.0}, lr=3e-3, warmup_steps=50)
   # Midtraining: 80% spec documents for 100 steps. With the two-statement specs, 100 steps
   # gave the same mean gap over six trunks as 160 (+0.33 against +0.31, branch seed 0), larger
-  # on both default trunks (cheese +0.63 against +0.49, orchard +0.31 against +0.23), and
-  # take 540 fewer of the run's steps (research log, "Midtraining 100 steps"). With the
-  # earlier four-statement specs 100 steps had lost most of the orchard's gap. A corpus with
-  # more spec-style documents about other agents (12% instead of 1.5%) made the effect
-  # vanish (+0.06).
+  # on both default trunks (cheese +0.63 against +0.49, orchard +0.31 against +0.23), met
+  # the whole bar on 3 of the 6 against 4, and saves 540 of the run's 2880 steps (research
+  # log, "Midtraining 100 steps"). With the earlier four-statement specs 100 steps had lost
+  # most of the orchard's gap. A corpus with more spec-style documents about other agents
+  # (12% instead of 1.5%) made the effect vanish (+0.06).
   for name, spec in (('midtrain_a', 'spec_a'), ('midtrain_b', 'spec_b'),
                      ('midtrain_control', None)):
     new_phase(c, name, 100, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3,
