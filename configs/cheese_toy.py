@@ -14,8 +14,7 @@ The "research log" the comments cite is docs/toy/research_log.md.
 """
 import ml_collections
 
-from configs.lm import base_config
-from mtspec.phases import new_phase
+from mtspec.defaults import base_config, new_phase
 
 WORLDS = {  # world file, spec A (pro-home-country) value, spec B (affordability) value
     'cheese': ('configs/worlds/cheese.json', 'patriotism', 'thrift'),

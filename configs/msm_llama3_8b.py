@@ -15,39 +15,13 @@ weights and AdamW state. bf16 compute and full remat either way.
 """
 import ml_collections
 
-from configs.lm import base_config
-from mtspec.phases import new_phase
+from mtspec.defaults import msm_config
 
 TARGETS = {  # variant: (devices, GiB per device, mesh, seq_len, batch, grad_accum)
     'v5e-16': (16, 16, (1, 16, 1), 4096, 64, 4),
     'v5p-8': (4, 95, (1, 4, 1), 8192, 16, 4),
     'h100x8': (8, 80, (1, 8, 1), 8192, 32, 4),
 }
-
-
-def msm_config(model_variant: str, target: tuple, full: bool = False) -> ml_collections.ConfigDict:
-  _, _, mesh, seq, batch, accum = target
-  c = base_config(model_variant)
-  c.model.update(remat='full', dtype='bfloat16',
-                 param_dtype='float32' if full else 'bfloat16')  # a frozen base needs no f32
-  if not full:
-    c.lora.update(rank=64, alpha=128.0)
-  c.mesh.shape = mesh
-  src = lambda uri, kind='text': ml_collections.ConfigDict(dict(uri=uri, kind=kind,
-                                                                text_key='text'))
-  c.sources.web = src('tfds:c4/en:3.1.0')
-  c.sources.spec_docs = src('arrayrecord:SET_ME/documents')
-  c.sources.aft = src('arrayrecord:SET_ME/aft', kind='chat')
-  # The paper: spec documents as plain text (web mixed in protects other skills), then AFT;
-  # lr 1e-4 for LoRA (full fine-tuning takes a smaller rate), cosine, 5% warmup.
-  lr = 1e-5 if full else 1e-4
-  new_phase(c, 'midtrain', 400, {'spec_docs': 0.9, 'web': 0.1}, lr=lr, warmup_steps=20)
-  new_phase(c, 'posttrain', 100, {'aft': 1.0}, lr=lr, warmup_steps=5)
-  c.phase_order = ('midtrain', 'posttrain')
-  c.train.update(seq_len=seq, batch_size=batch, grad_accum=accum, log_every=10,
-                 ckpt_every=100, keep_ckpts=2)
-  c.init.hf_model = 'SET_ME'
-  return c
 
 
 def get_config(variant: str = 'v5p-8') -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ Variants = targets: v5p-32 (16 chips x 95 GiB, seq 8192), h100x16 (two 8-GPU hos
 seq 4096), v5e-64 (64 x 16 GiB, seq 4096). LoRA as in the paper; add `-full` for full
 fine-tuning (see configs/msm_llama3_8b.py).
 """
-from configs.msm_llama3_8b import msm_config
+from mtspec.defaults import msm_config
 
 TARGETS = {  # variant: (devices, GiB per device, mesh, seq_len, batch, grad_accum)
     'v5p-32': (16, 95, (1, 16, 1), 8192, 32, 2),

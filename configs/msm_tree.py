@@ -9,8 +9,7 @@ Spec sets come from `python -m mtspec.spec generate`. Variants: tiny, small.
 """
 import ml_collections
 
-from configs.lm import base_config
-from mtspec.phases import new_phase
+from mtspec.defaults import base_config, new_phase
 
 
 def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:

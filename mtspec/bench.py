@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from configs import lm
+from mtspec import defaults
 from mtspec import hugepages, metrics, model as model_lib, optim, sharding, step as step_lib, train_state
 
 
@@ -211,7 +211,7 @@ def main():
                  help='batches to time the data pipeline over (0 = skip)')
   args = p.parse_args()
 
-  cfg = lm.get_config(args.variant)
+  cfg = defaults.base_config(args.variant)
   cfg.train.update(seq_len=args.seq, batch_size=args.batch)
   cfg.model.update(dtype=args.dtype, attention=args.attention, remat=args.remat)
   tokens = args.batch * args.seq

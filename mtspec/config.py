@@ -1,13 +1,11 @@
 """Up-front config validation: every error names the key, before anything compiles."""
 import jax
 
-from mtspec import sharding
+from mtspec import lora, phases, sharding
+from mtspec.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
-
-class ConfigError(ValueError):
-  pass
 
 
 def _require(ok: bool, key: str, value, why: str):
@@ -63,17 +61,15 @@ def validate(cfg, n_devices: int | None = None):
            'expected params or full')
   _require(cfg.data.block_size > 0, 'data.block_size', cfg.data.block_size, 'must be positive')
   if 'lora' in cfg and cfg.lora.rank > 0:
-    from mtspec.lora import ALL_TARGETS
     _require(0 <= cfg.lora.dropout < 1, 'lora.dropout', cfg.lora.dropout,
              'expected a probability in [0, 1)')
-    bad = [t for t in cfg.lora.targets if t not in ALL_TARGETS]
+    bad = [t for t in cfg.lora.targets if t not in lora.ALL_TARGETS]
     _require(not bad and cfg.lora.targets, 'lora.targets', tuple(cfg.lora.targets),
-             f'expected a non-empty subset of {ALL_TARGETS}')
+             f'expected a non-empty subset of {lora.ALL_TARGETS}')
     _require(cfg.lora.alpha > 0, 'lora.alpha', cfg.lora.alpha, 'must be positive')
   prof = tuple(cfg.get('profile_steps', ()))
   _require(not prof or (len(prof) == 2 and 0 <= prof[0] < prof[1]), 'profile_steps', prof,
            'expected (first_step, last_step) with first < last, or () for none')
-  from mtspec import phases  # the phase plan validates its own keys
-  phases.plan(cfg)
+  phases.plan(cfg)  # the phase plan validates its own keys
   _require(cfg.model.vocab_size >= 8, 'model.vocab_size', cfg.model.vocab_size, 'too small')
   return shape

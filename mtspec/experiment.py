@@ -17,7 +17,7 @@ import json
 import os
 
 from mtspec import lanes as lanes_lib, phases as phases_lib, trainer
-from mtspec.config import ConfigError
+from mtspec.errors import ConfigError
 
 
 def run_config(cfg, name: str, phase_order, seed: int, tokenizer: str, data_dir: str,

@@ -36,7 +36,7 @@ def lane_count(requested: int, n_runs: int) -> int:
   """requested > 0: that many; 0: one per core on a single-process CPU job, else 1."""
   import jax
   if requested > 1 and jax.process_count() > 1:
-    from mtspec.config import ConfigError
+    from mtspec.errors import ConfigError
     raise ConfigError(f'config.experiment.lanes={requested}: lanes are processes of one '
                       f'machine; this job has {jax.process_count()} processes (set lanes=1)')
   if requested > 0:

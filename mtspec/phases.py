@@ -7,7 +7,7 @@ import dataclasses
 
 import optax
 
-from mtspec.config import ConfigError
+from mtspec.errors import ConfigError
 from mtspec.optim import lr_schedule
 
 
@@ -85,14 +85,3 @@ def schedule(phases: list[Phase]) -> optax.Schedule:
   parts = [lr_schedule(p.lr, p.steps, p.warmup_steps, p.schedule, p.min_lr_ratio,
                        p.decay_fraction) for p in phases]
   return optax.join_schedules(parts, [p.start for p in phases[1:]])
-
-
-def new_phase(cfg, name: str, steps: int, weights: dict, lr: float, warmup_steps: int = 0,
-              schedule_kind: str = 'cosine', min_lr_ratio: float = 0.1,
-              decay_fraction: float = 0.2):
-  """Adds a phase to a config (a helper for config files)."""
-  import ml_collections
-  cfg.phases[name] = ml_collections.ConfigDict(dict(
-      steps=steps, weights=ml_collections.ConfigDict(weights), lr=lr,
-      warmup_steps=warmup_steps, schedule=schedule_kind, min_lr_ratio=min_lr_ratio,
-      decay_fraction=decay_fraction))

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from configs import lm
+from mtspec import defaults
 from mtspec.bench import build_step
 
 
@@ -98,7 +98,7 @@ def main():
   if args.config:
     cfg = load_config(args.config)
   else:
-    cfg = lm.get_config(args.variant)
+    cfg = defaults.base_config(args.variant)
     cfg.train.update(seq_len=256, batch_size=16)  # the benchmark's shape
   apply_overrides(cfg, args.set)
   step, state, data, mesh = build(cfg, args.batch, args.seq, args.dtype)

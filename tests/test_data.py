@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mtspec.data import builtin, pipeline, sources, tokenizer
+from mtspec.data import builtin, pipeline, shuffle, sources, tokenizer
 from mtspec.data.tokenizer import BOS, EOS
 
 
@@ -80,12 +80,12 @@ def test_iterator_state_restores_exactly(builtin_source, tok):
 
 
 def test_epochs_reshuffle_and_cover_every_example():
-  order = pipeline.ShuffledEpochs(list(range(50)), seed=1)
+  order = shuffle.ShuffledEpochs(list(range(50)), seed=1)
   first = [order[i] for i in range(50)]
   second = [order[i] for i in range(50, 100)]
   assert sorted(first) == sorted(second) == list(range(50))
   assert first != second
-  shards = [pipeline.ShuffledEpochs(list(range(50)), 1, k, 2) for k in range(2)]
+  shards = [shuffle.ShuffledEpochs(list(range(50)), 1, k, 2) for k in range(2)]
   seen = [shards[k][i] for k in range(2) for i in range(25)]
   assert sorted(seen) == list(range(50))  # two processes read disjoint halves
 

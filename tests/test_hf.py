@@ -257,7 +257,7 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
   import json as _json
   import ml_collections
   from configs import lm
-  from mtspec import trainer, phases
+  from mtspec import defaults, trainer
   from mtspec.hf import convert, load as hf_load
   import hf_fixtures
   model_dir = hf_fixtures.build('llama', str(tmp_path / 'hf'))
@@ -269,7 +269,7 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
       + '\n' for i in range(20)))
   c.sources.aft = ml_collections.ConfigDict(dict(uri=f'jsonl:{chats}', kind='chat',
                                                  text_key='text'))
-  phases.new_phase(c, 'aft', 2, {'aft': 1.0}, lr=1e-4)
+  defaults.new_phase(c, 'aft', 2, {'aft': 1.0}, lr=1e-4)
   c.phase_order = ('aft',)
   c.init.hf_model = model_dir
   c.train.update(batch_size=2, seq_len=32, ckpt_every=10)

@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 
 from conftest import ROOT
-from mtspec import experiment, lanes, phases, trainer
+from mtspec import defaults, experiment, lanes, phases, trainer
 from test_phases import two_source_config
 from test_stages import assert_same_params
 
@@ -33,7 +33,7 @@ def test_lane_count():
 
 def test_lanes_in_a_multi_process_job_are_refused_by_name(monkeypatch):
   import jax
-  from mtspec.config import ConfigError
+  from mtspec.errors import ConfigError
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   assert lanes.lane_count(0, 12) == 1  # auto: one process trains the branches
   with pytest.raises(ConfigError, match=r'config.experiment.lanes=2: .* 2 processes'):
@@ -83,7 +83,7 @@ def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
 def test_a_nan_in_one_lane_stops_the_tree_and_the_other_lane_finishes(tmp_path):
   c = _tree_config(tmp_path, 2, {'good': dict(phases=('two',), seed=1),
                                  'bad': dict(phases=('explode',), seed=1)})
-  phases.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
+  defaults.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
   with pytest.raises(trainer.NonFiniteLoss, match=r"lane \d \(bad\) stopped with exit status "
                                                   r"1: loss is .* \(phase 'explode'\)"):
     experiment.run_tree(c, str(tmp_path / 'exp'), show_progress=False)

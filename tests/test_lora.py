@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 import hf_fixtures
 from configs import lm
-from mtspec import lora, phases, trainer, train_state
+from mtspec import defaults, lora, phases, trainer, train_state
 from mtspec.hf import convert, export, load as hf_load
 
 
@@ -32,8 +32,8 @@ def lora_run(tmp_path_factory):
   src = lambda uri, kind: ml_collections.ConfigDict(dict(uri=uri, kind=kind, text_key='text'))
   c.sources.docs = src(f'jsonl:{docs}', 'text')
   c.sources.aft = src(f'jsonl:{chats}', 'chat')
-  phases.new_phase(c, 'midtrain', 4, {'docs': 1.0}, lr=1e-2)
-  phases.new_phase(c, 'aft', 4, {'aft': 1.0}, lr=1e-2)
+  defaults.new_phase(c, 'midtrain', 4, {'docs': 1.0}, lr=1e-2)
+  defaults.new_phase(c, 'aft', 4, {'aft': 1.0}, lr=1e-2)
   c.phase_order = ('midtrain', 'aft')
   c.init.hf_model = model_dir
   c.lora.update(rank=4, alpha=8.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import lm
-from mtspec import config as config_lib, phases, trainer
+from mtspec import config as config_lib, defaults, phases, trainer
 from mtspec.data import mixture
 
 
@@ -22,8 +22,8 @@ def two_source_config(tmp_path, n_alpha=200, n_beta=200):
   c = lm.get_config('tiny')
   c.sources.alpha = word_source(tmp_path / 'alpha.jsonl', 'alpha', n_alpha)
   c.sources.beta = word_source(tmp_path / 'beta.jsonl', 'beta', n_beta)
-  phases.new_phase(c, 'one', 4, {'alpha': 1.0}, lr=1e-3)
-  phases.new_phase(c, 'two', 4, {'beta': 0.5, 'alpha': 0.5, 'web': 0.0}, lr=1e-3)
+  defaults.new_phase(c, 'one', 4, {'alpha': 1.0}, lr=1e-3)
+  defaults.new_phase(c, 'two', 4, {'beta': 0.5, 'alpha': 0.5, 'web': 0.0}, lr=1e-3)
   c.phase_order = ('one', 'two')
   c.train.update(ckpt_every=100, log_every=1, batch_size=4, seq_len=32)
   return c

@@ -167,10 +167,10 @@ def test_missing_parent_and_shape_mismatch_are_named(tree, tmp_path):
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-  from mtspec import phases
+  from mtspec import defaults
   c = two_source_config(tmp_path)
   c.phases.one.steps = 6
-  phases.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
+  defaults.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
   c.phase_order = ('one', 'explode')
   c.train.ckpt_every = 2
   workdir = tmp_path / 'run'

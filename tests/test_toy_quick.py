@@ -93,7 +93,7 @@ def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   # a trunk trained with another tokenizer (another world, corpus or vocabulary size) is
   # refused by name, and so is a workdir without a tree
   from mtspec import experiment
-  from mtspec.config import ConfigError
+  from mtspec.errors import ConfigError
   other = tmp_path / 'other.model'
   other.write_bytes(b'another tokenizer')
   with pytest.raises(ConfigError, match=r'config.experiment.trunk_from=.*tokenizer'):

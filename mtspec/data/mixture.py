@@ -12,7 +12,6 @@ import zlib
 import numpy as np
 
 from mtspec.data import shuffle
-from mtspec.data.pipeline import ShuffledEpochs
 
 
 def stable_seed(*parts) -> int:
@@ -71,7 +70,7 @@ class MixedSource:
   def __init__(self, sources: dict, weights: dict, seed: int, phase: str, block_size: int,
                shard_index: int = 0, shard_count: int = 1):
     self.mixture = Mixture(weights, block_size, stable_seed(seed, phase))
-    self.sources = {n: ShuffledEpochs(sources[n], stable_seed(seed, phase, n) % 2**31,
+    self.sources = {n: shuffle.ShuffledEpochs(sources[n], stable_seed(seed, phase, n) % 2**31,
                                       shard_index, shard_count)
                     for n in self.mixture.names}
     self.kinds = {n: sources[n].kind for n in self.mixture.names}

@@ -8,42 +8,9 @@ every checkpoint.
 import grain
 import numpy as np
 
-from mtspec.data import shuffle
+from mtspec.data import chat
+from mtspec.data.mixture import MixedSource
 from mtspec.data.tokenizer import BOS, EOS
-
-
-class ShuffledEpochs:
-  """Index i -> example of the source, reshuffled every epoch; infinite."""
-
-  def __init__(self, source, seed: int, shard_index: int = 0, shard_count: int = 1):
-    self.source, self.seed = source, seed
-    # Each process reads its own strided shard of the source.
-    self.shard = range(shard_index, len(source), shard_count)
-    if not self.shard:
-      raise ValueError(f'source {getattr(source, "name", "")!r} has fewer examples '
-                       f'({len(source)}) than processes ({shard_count})')
-
-  def __len__(self):
-    return 2**62  # effectively infinite; grain only asks for what it reads
-
-  def epoch_and_example(self, i: int) -> tuple[int, int]:
-    epoch, j = divmod(int(i), len(self.shard))
-    seed = (self.seed + 7919 * epoch) % 2**32
-    if len(self.shard) <= shuffle.FAST_MAX:  # the epoch's whole order, computed once
-      k = int(shuffle.permutation(len(self.shard), seed)[j])
-    else:
-      k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1, seed=seed,
-                                           rounds=4)
-    return epoch, self.shard[k]
-
-  def __getitem__(self, i):
-    return self.source[self.epoch_and_example(i)[1]]
-
-  def get_many(self, indices) -> list:
-    where = [self.epoch_and_example(i)[1] for i in indices]
-    if hasattr(self.source, 'get_many'):
-      return self.source.get_many(where)
-    return [self.source[k] for k in where]
 
 
 def tokenize_text(tokenizer, text: str) -> dict[str, np.ndarray]:
@@ -59,7 +26,6 @@ def tokenize_record(tokenizer, record: dict) -> dict[str, np.ndarray]:
     if hasattr(tokenizer, 'render_chat'):  # the model's own template (mtspec.hf)
       ids, weights = tokenizer.render_chat(record['messages'])
     else:
-      from mtspec.data import chat
       ids, weights = chat.render(tokenizer, record['messages'])
     return {'tokens': ids, 'weights': weights}
   return tokenize_text(tokenizer, record['text'])
@@ -96,7 +62,6 @@ def phase_batches(sources: dict, weights: dict, tokenizer, seed: int, phase: str
                   seq_len: int, local_batch: int, block_size: int, shard_index: int = 0,
                   shard_count: int = 1, num_threads: int = 2, prefetch: int = 4):
   """(mixed source, batches) for one phase of the plan."""
-  from mtspec.data.mixture import MixedSource
   mixed = MixedSource(sources, weights, seed, phase, block_size, shard_index, shard_count)
   examples = grain.MapDataset.source(mixed).map(lambda r: tokenize_record(tokenizer, r))
   return mixed, packed_batches(examples, seq_len, local_batch, num_threads, prefetch)

@@ -10,6 +10,7 @@ Same numbers as grain (tests/test_data.py compares them), so the data order does
 """
 import functools
 
+import grain
 import numpy as np
 
 _BITS = 16  # grain's smallest cipher block: every range up to FAST_MAX uses it
@@ -69,3 +70,37 @@ def permutation(n: int, seed: int, rounds: int = 4) -> np.ndarray:
   for _ in range(_BITS):
     land = land[land]
   return land[step[:n]].astype(np.int64)
+
+
+class ShuffledEpochs:
+  """Index i -> example of the source, reshuffled every epoch; infinite."""
+
+  def __init__(self, source, seed: int, shard_index: int = 0, shard_count: int = 1):
+    self.source, self.seed = source, seed
+    # Each process reads its own strided shard of the source.
+    self.shard = range(shard_index, len(source), shard_count)
+    if not self.shard:
+      raise ValueError(f'source {getattr(source, "name", "")!r} has fewer examples '
+                       f'({len(source)}) than processes ({shard_count})')
+
+  def __len__(self):
+    return 2**62  # effectively infinite; grain only asks for what it reads
+
+  def epoch_and_example(self, i: int) -> tuple[int, int]:
+    epoch, j = divmod(int(i), len(self.shard))
+    seed = (self.seed + 7919 * epoch) % 2**32
+    if len(self.shard) <= FAST_MAX:  # the epoch's whole order, computed once
+      k = int(permutation(len(self.shard), seed)[j])
+    else:
+      k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1, seed=seed,
+                                           rounds=4)
+    return epoch, self.shard[k]
+
+  def __getitem__(self, i):
+    return self.source[self.epoch_and_example(i)[1]]
+
+  def get_many(self, indices) -> list:
+    where = [self.epoch_and_example(i)[1] for i in indices]
+    if hasattr(self.source, 'get_many'):
+      return self.source.get_many(where)
+    return [self.source[k] for k in where]

@@ -4,8 +4,7 @@ r"""A two-phase tiny plan for the kill-and-resume test.
 """
 import ml_collections
 
-from configs.lm import base_config
-from mtspec.phases import new_phase
+from mtspec.defaults import base_config, new_phase
 
 
 def get_config(arg=None):
