@@ -8,7 +8,6 @@ import tempfile
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # so `configs` imports like it does from the repo root
 
 # One XLA compilation cache for the session, shared with every process the tests start (they
 # inherit the environment): most of them compile the same tiny models again, which is much of
@@ -36,7 +35,19 @@ def _group(nodeid: str) -> str:
   return GROUPS.get(name, name)
 
 
+# The fast tier (`bash scripts/test.sh -m fast`, under a minute): config, data, spec tooling,
+# world files and the import graph; no training runs. Everything runs in the full suite.
+FAST_FILES = ('test_config.py', 'test_data.py', 'test_imports.py', 'test_phases.py',
+              'test_spec_cli.py', 'test_spec_contamination.py', 'test_spec_http.py',
+              'test_spec_parse.py', 'test_spec_prompts.py', 'test_spec_sets.py',
+              'test_spec_statements.py', 'test_spec_template.py', 'test_world_data.py',
+              'test_world_schema.py')
+
+
 def pytest_collection_modifyitems(items):
+  for item in items:
+    if os.path.basename(item.nodeid.split('::')[0]) in FAST_FILES:
+      item.add_marker(pytest.mark.fast)
   rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))  # stable within a group
 

@@ -24,8 +24,8 @@ def execute_notebook(name: str, workdir: str) -> list[str]:
   nb = nbformat.read(Path(ROOT) / 'colabs' / f'{name}.ipynb', as_version=4)
   NotebookClient(nb, timeout=300, kernel_name='python3',
                  resources={'metadata': {'path': str(Path(ROOT) / 'colabs')}}).execute(
-                     env={**os.environ, 'MTSPEC_TOY_VARIANT': 'quick',
-                          'MTSPEC_TOY_WORKDIR': workdir, 'PYTHONPATH': ROOT})
+                     env={**{k: v for k, v in os.environ.items() if k != 'PYTHONPATH'},
+                          'MTSPEC_TOY_VARIANT': 'quick', 'MTSPEC_TOY_WORKDIR': workdir})
   outs = []
   for cell in nb.cells:
     if cell.cell_type == 'code':

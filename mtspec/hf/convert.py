@@ -7,7 +7,7 @@ rotate-half convention, like model.rope, so no head-dimension permutation is nee
 import math
 import re
 
-from configs import lm
+from mtspec import defaults
 from mtspec import config as config_lib
 from mtspec.model import head_dim
 
@@ -78,7 +78,7 @@ def model_config(hf: dict, dtype: str | None = None, param_dtype: str | None = N
   arch = architecture(hf)
   _check_unsupported(hf, arch)
   n_heads = hf['num_attention_heads']
-  m = lm.model_config('small')  # every field, then overwritten below
+  m = defaults.model_config('small')  # every field, then overwritten below
   m.update(
       vocab_size=hf['vocab_size'], d_model=hf['hidden_size'], n_layers=hf['num_hidden_layers'],
       n_heads=n_heads, n_kv_heads=hf.get('num_key_value_heads') or n_heads,
