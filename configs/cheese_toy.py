@@ -94,7 +94,7 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.experiment.init_mode = 'params'
   c.experiment.trunk_from = ''  # a workdir whose complete trunk to start from (no retraining)
   c.experiment.seeds = (0, 1, 2)  # mtspec.toy makes the four branches for each seed
-  # Branches side by side, one process per CPU core (mtspec.lanes); 1: one after another.
+  # Branches side by side, one process per CPU core (lanes, mtspec/cpu/); 1: one after another.
   c.experiment.lanes = 0
   c.experiment.branches = ml_collections.ConfigDict()
 
