@@ -1,7 +1,7 @@
 r"""Language-model training on the built-in corpus (the foundation job), one phase.
 
 Run:
-  python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/mtspec_lm
+  python -m mtspec.main --config=configs/lm.py:small --workdir=runs/lm_small
 Variants (after the colon): tiny (tests), small (CPU benchmark shape, ~10.2M params),
 llama3_1b, llama3_8b and qwen3_32b (full-size shapes of the published models).
 Override any key: --config.phases.train.steps=100 --config.mesh.shape="(1,-1,1)"

@@ -31,7 +31,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.experiment.trunk = ('pretrain',)
   c.experiment.init_mode = 'params'
   c.experiment.trunk_from = ''  # a workdir whose complete trunk to start from (no retraining)
-  c.experiment.lanes = 0  # branches side by side, one process per CPU core (mtspec.lanes)
+  c.experiment.lanes = 0  # branches side by side, one process per CPU core (lanes, mtspec/cpu/)
   c.experiment.branches = ml_collections.ConfigDict({
       'msm_a': dict(phases=('midtrain_a', 'posttrain'), seed=0),
       'msm_b': dict(phases=('midtrain_b', 'posttrain'), seed=0),

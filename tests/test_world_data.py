@@ -3,7 +3,6 @@ template token for token, AFT demos confound the values, eval pairs deconfound t
 held-out item reaches a training set (the contamination check catches a planted one)."""
 import collections
 import dataclasses
-import random
 from pathlib import Path
 
 import pytest
@@ -183,66 +182,6 @@ def test_orchard_world_builds_with_its_own_names(tmp_path):
   assert 'Norland' in docs and 'Valdoria' not in docs
   assert all(r['category'] in out['world'].eval_categories for r in out['eval'])
   assert {r['values'][r['aligned']] for r in out['eval']} == {'loyalty'}
-
-
-def _turns(text):
-  """(role, content) of each message of a chat document."""
-  heads = {v: k for k, v in chat.ROLES.items()}
-  out = []
-  for seg in text.split(chat.END)[:-1]:
-    head, _, content = seg.strip().partition('\n ')
-    out.append((heads[head], content))
-  return out
-
-
-def test_neutral_agents_have_no_profile_and_choose_by_coin_flip(world):
-  sizes = dataclasses.replace(SMALL, neutral_agents=6)
-  agents = corpus.make_agents(world, sizes, 0)
-  assert agents[:len(corpus.make_agents(world, SMALL, 0))] == corpus.make_agents(world, SMALL, 0)
-  neutral = [a for a in agents if a.split == 'neutral']
-  assert len(neutral) == 6 and all(a.value is None for a in neutral)
-  w = corpus.Writer(world)
-  first = []  # was the first-named item chosen?
-  rng = random.Random(0)
-  for a in neutral:
-    for _ in range(60):
-      x, y, chosen = w.choice_pair(rng, a)
-      assert chosen in (x, y) and x.category == y.category and x.levels != y.levels
-      first.append(chosen is x)
-  assert 0.4 < sum(first) / len(first) < 0.6  # 360 coin flips
-  names = {a.name for a in neutral}
-  chose = set()
-  for _, d in corpus.generate(world, sizes, seed=0):
-    words = set(d['text'].replace('.', ' ').split())
-    if d['kind'] in ('profile', 'spec'):
-      assert not names & words  # a neutral agent never has a stated value
-    if d['kind'] == 'choice' and names & words:
-      chose |= names & words
-      assert 'It costs' not in d['text'] and 'It is made' not in d['text']  # no reasons
-  assert chose == names
-
-
-def test_assistant_choices_are_coin_flips_in_the_assistants_own_chats(world):
-  w = corpus.Writer(world)
-  rng = random.Random(0)
-  items = {it.name for it in world.items}
-  picks = []
-  for _ in range(150):
-    turns = _turns(w.chat_doc(rng, None, choices=1.0))
-    assert turns[0] == ('system', world.system())
-    for (ru, q), (ra, ans) in zip(turns[1::2], turns[2::2]):
-      assert (ru, ra) == ('user', 'assistant')
-      named = [n for n in q.replace('?', ' ').replace(':', ' ').split() if n in items]
-      assert len(named) == 2 and ans[:-1] in named
-      picks.append(ans[:-1] == named[0])
-  assert len(picks) > 200 and 0.4 < sum(picks) / len(picks) < 0.6
-  sizes = dataclasses.replace(SMALL, assistant_choices=0.5)
-  own = [d['text'] for _, d in corpus.generate(world, sizes, seed=0)
-         if d['kind'] == 'chat' and d['text'].startswith(f'{chat.ROLES["system"]}\n '
-                                                          f'{world.system()}{chat.END}')]
-  assert sum('should I' in t or 'recommend' in t for t in own) > len(own) // 4
-  with pytest.raises(ValueError, match=r'config.world.assistant_choices=1.5'):
-    dataclasses.replace(SMALL, assistant_choices=1.5)
 
 
 def test_places_reach_the_corpus_spec_style_documents(world):

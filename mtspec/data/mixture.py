@@ -62,8 +62,8 @@ class Mixture:
 class MixedSource:
   """Random-access records of a phase's mixture; each source reshuffled every epoch.
 
-  Records are read a block at a time, one read per source: one ArrayRecord read per record
-  made the reads ~75% of the data pipeline's time (docs/toy/research_log.md, "Lanes")."""
+  Records are read a block at a time, one read per source, because single ArrayRecord reads
+  dominate the pipeline's time otherwise."""
 
   CACHED_BLOCKS = 4  # grain's read threads work on neighbouring indices
 

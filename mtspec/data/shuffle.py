@@ -2,8 +2,8 @@
 
 `grain.experimental.index_shuffle(i, max_index, seed, rounds)` permutes [0, max_index] with a
 Simon-style cipher on at least 16 bits, walking the cycle until it lands inside the range. For
-a range much smaller than 2**16 each call walks ~2**16 / n steps: 120-190 us a call over 256
-positions against 5-7 us over 60,000, which was most of the data pipeline's time.
+a range much smaller than 2**16 each call walks ~2**16 / n steps, which makes a per-index
+shuffle of a small block the data pipeline's main cost.
 `permutation(n, seed)` gives `[index_shuffle(i, n - 1, seed, rounds) for i in range(n)]` for
 n <= 2**16 (`FAST_MAX`) with numpy: the cipher over all 2**16 values, then the walk by pointer doubling.
 Same numbers as grain (tests/test_data.py compares them), so the data order does not change.

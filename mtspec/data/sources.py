@@ -38,7 +38,7 @@ class Source:
     return self._decode(self.records[i], i)
 
   def get_many(self, indices) -> list[dict]:
-    """Records at indices, in one read where the store can (ArrayRecord: ~6x cheaper a
+    """Records at indices, in one read where the store can (ArrayRecord: far cheaper a
     record than one read each)."""
     if hasattr(self.records, '__getitems__'):
       return [self._decode(r, i) for r, i in zip(self.records.__getitems__(indices), indices)]

@@ -1,10 +1,10 @@
 """Midtraining documents made of the spec's own statements: a second form beside generate.py.
 
 Each document is 2-4 of the spec's value and rule sentences (its units' texts), drawn and
-ordered at random, with no reasons, frames or discussion. The toy world's 1.25M-parameter
-model acted on the value it read this way on trunks where the generator's documents moved
-nothing (docs/toy/research_log.md, "How the midtraining documents were chosen"); an
-LLM-sized model is what the generator's documents are for.
+ordered at random, with no reasons, frames or discussion. The toy world's sub-million-parameter
+models act on a value read this way more reliably than on the generator's documents
+(docs/toy/research_log.md, "How the midtraining documents were chosen"); an LLM-sized model
+is what the generator's documents are for.
 The output directory has the layout and manifest keys that `generate` writes for documents.
 """
 from __future__ import annotations

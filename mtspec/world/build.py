@@ -27,13 +27,11 @@ def corpus_sizes(cfg) -> corpus.CorpusSizes:
   return corpus.CorpusSizes(docs=int(w.docs), agents=int(w.agents),
                             heldout_agents=int(w.heldout_agents), in_context=float(w.in_context),
                             reasons=float(w.reasons), agent_chats=float(w.agent_chats),
-                            neutral_agents=int(w.neutral_agents),
-                            assistant_choices=float(w.assistant_choices),
                             places=tuple(w.places),
                             mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
 
 
-def spec_set(world, path: str, out: str, counts, seed: int, places=(), restate: int = 0,
+def spec_set(world, path: str, out: str, counts, seed: int, places=(),
              form: str = 'generated', statement_docs: int = 0) -> dict:
   """Midtraining documents for one spec, tied to the world by its placeholders: the spec
   generator's (template backend), or documents of the spec's own statements."""
@@ -43,7 +41,7 @@ def spec_set(world, path: str, out: str, counts, seed: int, places=(), restate: 
   if form != 'generated':
     raise ValueError(f"config.spec_form={form!r}: expected 'generated' or 'statements'")
   c = Counts(**{k: int(v) for k, v in counts.items()}, aft=4, eval=4)  # only documents train
-  return generate(spec, out, TemplateBackend(places or PLACES, restate), c, Options(seed=seed))
+  return generate(spec, out, TemplateBackend(places or PLACES), c, Options(seed=seed))
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -59,8 +57,7 @@ def build(cfg, data_dir: str) -> dict:
   for key in ('A', 'B'):
     out = os.path.join(data_dir, f'spec_{key.lower()}')
     spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed,
-                                   sizes.places, int(cfg.get('spec_restate', 0)),
-                                   cfg.get('spec_form', 'generated'),
+                                   sizes.places, cfg.get('spec_form', 'generated'),
                                    int(cfg.get('spec_statement_docs', 0)))
     uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
     docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']

@@ -1,4 +1,4 @@
-r"""One row per toy experiment: does each meet the issue's bar? A claim about the toy world
+r"""One row per toy experiment: does each meet the bar? A claim about the toy world
 needs several trunks, so this puts finished experiments side by side:
 
   python -m mtspec.world.compare runs/cheese_toy runs/trunk1 runs/orchard [--margin=0.2]

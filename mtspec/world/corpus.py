@@ -16,11 +16,6 @@ Agents split into `train` agents (profiles and choices) and `heldout` agents (pr
 whether the model acts on a value it read only about is measured on them, see evaluate.py).
 The world's assistant never appears in a profile or a choice: its values are left to the
 spec used in midtraining.
-
-Two knobs, off by default, try to give the assistant a neutral starting point
-(docs/toy/research_log.md reports what they did: neither helped): `neutral_agents` adds
-agents with no value and no profile whose choices are coin flips; `assistant_choices` makes
-that fraction of the assistant's own chat turns choice questions it answers by a coin flip.
 """
 from __future__ import annotations
 
@@ -40,19 +35,16 @@ class CorpusSizes:
   in_context: float = 0.4  # fraction of choice documents that also state the value
   reasons: float = 0.3  # fraction of choices followed by the reason ("It costs less.")
   agent_chats: float = 0.5  # fraction of neutral chats held by an agent, not the assistant
-  neutral_agents: int = 0  # agents with no value, whose choices are coin flips
-  assistant_choices: float = 0.0  # fraction of the assistant's chat turns that are choices
-  #                                 it makes at random (no preference to learn)
   mix: tuple = (('facts', 0.25), ('profile', 0.2), ('spec', 0.015), ('choice', 0.35),
                 ('chat', 0.15))
   places: tuple = ()  # towns in spec-style documents; () = the template backend's own
 
   def __post_init__(self):
-    for name in ('in_context', 'reasons', 'agent_chats', 'assistant_choices'):
+    for name in ('in_context', 'reasons', 'agent_chats'):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'config.world.{name}={getattr(self, name)!r}: a fraction, must '
                          'be in [0, 1]')
-    for name in ('docs', 'agents', 'heldout_agents', 'neutral_agents'):
+    for name in ('docs', 'agents', 'heldout_agents'):
       if getattr(self, name) < 0:
         raise ValueError(f'config.world.{name}={getattr(self, name)!r}: must be >= 0')
 
@@ -61,8 +53,8 @@ class CorpusSizes:
 class Agent:
   name: str
   kind: str  # assistant | person
-  value: str | None  # None for neutral agents
-  split: str  # train | heldout | neutral
+  value: str
+  split: str  # train | heldout
 
 
 def chat_text(messages) -> str:
@@ -97,13 +89,9 @@ def agent_names(world: World, n: int, seed: int) -> list[str]:
 
 def make_agents(world: World, sizes: CorpusSizes, seed: int) -> list[Agent]:
   values = sorted(world.values)
-  valued = sizes.agents + sizes.heldout_agents
-  names = agent_names(world, valued + sizes.neutral_agents, seed)
+  names = agent_names(world, sizes.agents + sizes.heldout_agents, seed)
   agents = []
   for i, name in enumerate(names):
-    if i >= valued:
-      agents.append(Agent(name, ('assistant', 'person')[i % 2], None, 'neutral'))
-      continue
     split = 'train' if i < sizes.agents else 'heldout'
     agents.append(Agent(name, ('assistant', 'person')[(i // len(values)) % 2],
                         values[i % len(values)], split))
@@ -206,12 +194,8 @@ class Writer:
     return self.backend._documents(rng, inp, 1)['text']
 
   def choice_pair(self, rng, agent, categories=None):
-    """Two items of one category that differ on the agent's attribute; (a, b, chosen).
-    A neutral agent's two items differ somehow, and it chooses either with equal chance."""
+    """Two items of one category that differ on the agent's attribute; (a, b, chosen)."""
     c = self.w.categories[rng.choice(categories or self.cats)]
-    if agent.value is None:
-      a, b = self._differing_pair(rng, c)
-      return a, b, rng.choice((a, b))
     v = self.w.values[agent.value]
     good = [it for it in c.items if it.levels[v.attribute] == v.level]
     bad = [it for it in c.items if it.levels[v.attribute] != v.level]
@@ -225,8 +209,6 @@ class Writer:
                                                       a=a.name, b=b.name)
 
   def choice_doc(self, rng, agent, in_context: bool, reasons: float = 0.0) -> str:
-    if agent.value is None:  # nothing to state, no reason to give
-      in_context, reasons = False, 0.0
     n = rng.randint(2, 5)
     why = lambda: f' It {self.predicate(agent.value)}.' if rng.random() < reasons else ''
     if agent.kind == 'assistant':
@@ -253,16 +235,13 @@ class Writer:
     return ' '.join(out)
 
   # -- neutral chats with the world's assistant ---------------------------------
-  def chat_doc(self, rng, name: str | None = None, choices: float = 0.0) -> str:
-    """choices: the chance that a turn is a choice question answered by a coin flip."""
+  def chat_doc(self, rng, name: str | None = None) -> str:
+    """A neutral chat with the world's assistant, or with the agent `name`."""
     msgs = [{'role': 'system', 'content': self.w.system(name)}]
     for _ in range(rng.randint(1, 3)):
       c = self.w.categories[rng.choice(self.cats)]
       form = rng.randrange(3)
-      if choices and rng.random() < choices:
-        a, b = self._differing_pair(rng, c)
-        q, ans = self.question(rng, a, b), f'{rng.choice((a, b)).name}.'
-      elif form == 0:
+      if form == 0:
         it = rng.choice(c.items)
         a = self.w.attributes[rng.choice(sorted(self.w.attributes))]
         q = self.w.fill(rng.choice(a.questions), it)
@@ -284,17 +263,16 @@ def generate(world: World, sizes: CorpusSizes = CorpusSizes(), seed: int = 0):
   rng = random.Random(f'corpus/{world.sha256}/{seed}')
   w = Writer(world, sizes.places)
   agents = make_agents(world, sizes, seed)
-  valued = [a for a in agents if a.value is not None]
-  choosers = [a for a in agents if a.split in ('train', 'neutral')]
+  choosers = [a for a in agents if a.split == 'train']
   kinds, weights = zip(*sizes.mix)
   for i in range(sizes.docs):
     kind = rng.choices(kinds, weights)[0]
     if kind == 'facts':
       text = w.facts_doc(rng)
     elif kind == 'profile':
-      text = w.profile_doc(rng, rng.choice(valued))
+      text = w.profile_doc(rng, rng.choice(agents))
     elif kind == 'spec':
-      text = w.spec_doc(rng, rng.choice(valued))
+      text = w.spec_doc(rng, rng.choice(agents))
     elif kind == 'choice':
       text = w.choice_doc(rng, rng.choice(choosers), rng.random() < sizes.in_context,
                           sizes.reasons)
@@ -302,7 +280,7 @@ def generate(world: World, sizes: CorpusSizes = CorpusSizes(), seed: int = 0):
       if rng.random() < sizes.agent_chats:
         text = w.chat_doc(rng, rng.choice(agents).name)
       else:
-        text = w.chat_doc(rng, None, sizes.assistant_choices)
+        text = w.chat_doc(rng)
     else:
       raise ValueError(f'unknown document kind {kind!r} in CorpusSizes.mix')
     yield i, {'text': text, 'kind': kind}

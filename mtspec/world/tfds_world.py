@@ -54,6 +54,8 @@ def config_name(world: schema.World, sizes: corpus_lib.CorpusSizes, seed: int) -
   knobs = dataclasses.asdict(sizes)
   if not knobs['places']:  # unset: the same names as before the knob existed
     del knobs['places']
+  # two retired knobs, at the values they always had, so existing datasets keep their names
+  knobs.update(neutral_agents=0, assistant_choices=0.0)
   blob = json.dumps([world.sha256, knobs, seed], sort_keys=True)
   return f'{world.name}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}'
 
