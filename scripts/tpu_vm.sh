@@ -37,10 +37,10 @@ case "${1:-}" in
       ssh_all "rm -rf mtspec && mkdir mtspec && tar xzf mtspec_code.tgz -C mtspec"
     fi
     ssh_all "cd mtspec && python3 -m venv .venv && .venv/bin/pip install -q -U pip && \
-      .venv/bin/pip install -q -r requirements.txt 'jax[tpu]==0.10.2' gcsfs" ;;
+      .venv/bin/pip install -q -e '.[tpu,hf]' gcsfs" ;;
   run)
     shift
-    ssh_all "cd mtspec && PYTHONPATH=. .venv/bin/python -m mtspec.main $*" ;;
+    ssh_all "cd mtspec && .venv/bin/python -m mtspec.main $*" ;;
   ssh) gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=0 ;;
   delete)
     gcloud compute tpus tpu-vm delete "$TPU" --zone="$ZONE" --quiet ;;
