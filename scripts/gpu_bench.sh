@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark, as run on a lent H100 (README, "Benchmark"). Expects the device
+# The GPU benchmark, as run on a lent H100 (docs/benchmarks.md). Expects the device
 # image's JAX/torch/transformers; carries flax and ml_collections wheels in .whl/ if present.
 set -u
 if ls .whl/*.whl >/dev/null 2>&1; then

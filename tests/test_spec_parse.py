@@ -102,6 +102,10 @@ MALFORMED = [
     ("unknown_placeholder", "# A\n\nBuy from {{home_country}}.\n", 3, "placeholder"),
     ("heading_without_title", "# A\n\nt\n\n#   \n", 5, "no title"),
     ("unclosed_fence", "# A\n\n```\ncode\n", 4, "fence"),
+    ("rule_with_only_a_reason", "# A\n\n- Be kind. Why: x.\n- Why: only a reason.\n", 4,
+     "rule has no text"),
+    ("rule_with_only_an_indented_reason", "# A\n\n-   \n  Why: a reason.\n", 3, "empty bullet"),
+    ("empty_bullet", "# A\n\n- A rule.\n-\n- Another.\n", 4, "empty bullet"),
 ]
 
 

@@ -173,8 +173,8 @@ def _fill(line: str, meta: dict, path: str, lineno: int) -> str:
 class _Builder:
   """Collects one section's paragraphs, values and rules as lines stream past."""
 
-  def __init__(self, sid, title, level, parent, line):
-    self.head = (sid, title, level, parent, line)
+  def __init__(self, sid, title, level, parent, line, path):
+    self.head, self.path = (sid, title, level, parent, line), path
     self.prose, self.values, self.rules = [], [], []
     self.para: list[str] = []
     self.rule: list = []  # [text_parts, line]
@@ -183,6 +183,8 @@ class _Builder:
     if self.rule:
       text = " ".join(self.rule[0])
       parts = _WHY.split(text, maxsplit=1)
+      if not parts[0].strip():  # a reason with nothing it explains would train on an empty rule
+        raise SpecError(self.path, self.rule[1], "rule has no text (only a 'Why:')")
       self.rules.append(Rule(parts[0].strip(), parts[1].strip() if len(parts) > 1 else "",
                              self.rule[1]))
       self.rule = []
@@ -202,7 +204,7 @@ class _Builder:
 
 
 def _body(lines, start, meta, path):
-  intro = _Builder("", "", 0, None, 0)
+  intro = _Builder("", "", 0, None, 0, path)
   cur, sections, stack = intro, [], []  # stack: (level, id) of open headings
   fenced = False
   for i in range(start, len(lines)):
@@ -222,10 +224,12 @@ def _body(lines, start, meta, path):
       while stack and stack[-1][0] >= level:
         stack.pop()
       sid = m.group(3) or slugify(title)
-      cur = _Builder(sid, title, level, stack[-1][1] if stack else None, n)
+      cur = _Builder(sid, title, level, stack[-1][1] if stack else None, n, path)
       stack.append((level, sid))
       continue
     b = None if fenced else _BULLET.match(line.strip())
+    if not fenced and line.strip() in ("-", "*", "+"):
+      raise SpecError(path, n, "empty bullet: write the rule after the '-'")
     if not line.strip():
       cur.flush()
     elif b and not line.startswith((" ", "\t")):
