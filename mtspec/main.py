@@ -4,7 +4,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtspec import config as config_lib
+from mtspec import cli, config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file:variant.',
                                           lock_config=True)
@@ -45,4 +45,4 @@ def main(argv):
 if __name__ == '__main__':
   from mtspec import hugepages
   hugepages.reexec_with_huge_pages()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import run_module
-from mtspec import config
+from mtspec import cli, config
 
 
 @pytest.mark.parametrize('key,value,match', [
@@ -37,10 +37,22 @@ def test_batch_must_split_over_data_shards(tiny_config):
 def test_cli_rejects_unknown_key_and_bad_value_before_compiling(tmp_path):
   bad_key = run_module(['-m', 'mtspec.main', '--config=configs/lm.py:tiny',
                         f'--workdir={tmp_path}/a', '--config.train.stepz=5'], check=False)
-  assert bad_key.returncode != 0
-  assert 'stepz' in bad_key.stderr
+  assert bad_key.returncode == 2
+  assert bad_key.stderr.strip().splitlines() == [  # one line, no traceback
+      'error: config.train.stepz: no such key (did you mean config.train.eps? config.train has: '
+      'b1, b2, batch_size, ckpt_every, eps, grad_accum, grad_clip, keep_ckpts, log_every, '
+      'peak_flops, seed, seq_len, weight_decay)']
   bad_value = run_module(['-m', 'mtspec.main', '--config=configs/lm.py:tiny',
                           f'--workdir={tmp_path}/b', '--config.model.n_heads=7'], check=False)
   assert bad_value.returncode == 2
   assert 'config.model.n_heads=7' in bad_value.stderr
   assert not (tmp_path / 'b' / 'checkpoints').exists()  # failed before any work
+
+
+def test_unknown_key_names_the_path_and_the_nearest_keys(tiny_config):
+  assert cli.unknown_key(tiny_config, 'train.seed') is None
+  msg = cli.unknown_key(tiny_config, 'phases.train.stesp')
+  assert msg.startswith('config.phases.train.stesp: no such key (did you mean '
+                        'config.phases.train.steps?')
+  assert cli.unknown_key(tiny_config, 'trian.seed').startswith('config.trian: no such key')
+  assert 'is a value, not a group' in cli.unknown_key(tiny_config, 'train.seed.x')
