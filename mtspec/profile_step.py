@@ -7,7 +7,7 @@
                                          # another config's model and batch, one key changed
 
 What the numbers mean on CPU: `sys` is kernel time, mostly page faults on XLA's per-step
-scratch block (see mtspec/__init__.py); per-op times come from the trace's thunk events
+scratch block (see mtspec/hugepages.py); per-op times come from the trace's thunk events
 (asynchronous ops are timed from launch to their `end:` event, so concurrent ops overlap).
 """
 import argparse
@@ -15,6 +15,7 @@ import ast
 import collections
 import glob
 import gzip
+import importlib.util
 import json
 import os
 import resource
@@ -22,31 +23,39 @@ import time
 
 import jax
 import numpy as np
-from ml_collections import config_flags
 
 from mtspec import defaults
 from mtspec.bench import build_step
 
 
 def load_config(spec: str):
-  """A config file's config, 'path[:arg]' as `--config=` reads it in mtspec.main and toy."""
-  path = spec.partition(':')[0]
+  """A config file's config, 'path[:arg]' as `--config=` reads it in mtspec.main and toy:
+  the file's get_config(arg), or get_config() without a colon."""
+  path, sep, arg = spec.partition(':')
   if not os.path.exists(path):
     raise SystemExit(f'--config: no config file {path!r}')
-  return config_flags.config_flags.ConfigFileFlagParser(name='config').parse(spec)
+  module_spec = importlib.util.spec_from_file_location('profiled_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if sep else module.get_config()
 
 
 def apply_overrides(cfg, overrides):
   """'key.path=value' items (value a Python literal) set keys the config already has."""
   for item in overrides:
     key, sep, value = item.partition('=')
+    was_locked = cfg.is_locked
+    cfg.lock()  # a locked config refuses new keys, so a misspelt key is an error
     try:
       if not sep:
         raise ValueError('no "="')
-      config_flags.config_flags.SetValue(key, cfg, ast.literal_eval(value))
+      cfg.update_from_flattened_dict({key: ast.literal_eval(value)})
     except (KeyError, ValueError, SyntaxError, TypeError) as e:
       raise SystemExit(f'--set={item!r}: expected key.path=<Python literal> for a key the '
                        f'config has ({type(e).__name__}: {e})') from None
+    finally:
+      if not was_locked:
+        cfg.unlock()
   return cfg
 
 
@@ -117,7 +126,7 @@ def main():
 
   for _ in range(2):
     run()
-  times, r0, t0 = [], resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  times, r0 = [], resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(args.steps):
     t = time.perf_counter()
     run()

@@ -1,10 +1,13 @@
-"""A local stand-in for the Anthropic Messages and OpenAI chat-completions APIs.
+"""A local stand-in for the Anthropic Messages and OpenAI chat-completions APIs, a real HTTP
+server on 127.0.0.1 that the official SDK clients talk to.
 
 It answers every generation level in the format `mtspec.spec.prompts` asks for, with text
 drawn at random (seeded by the request) so answers are never near-duplicates, and it
 injects failures: the i-th distinct request body it sees gets FAILURES[i % len(FAILURES)]
 the first time, and a good answer after that. Every request is logged as
-(protocol, sha256 of the raw body, outcome, time).
+(protocol, sha256 of the canonical body, outcome, time); the canonical body is the JSON
+re-dumped with sorted keys, so the hash equals the client's request-cache key.
+A model named "no-such-model" gets the protocol's 404 not-found error.
 """
 from __future__ import annotations
 
@@ -51,11 +54,23 @@ def answer(prompt: str, rng: random.Random) -> str:
   return "Here you go.\n<answer>" + json.dumps(items) + "</answer>"
 
 
+BAD_MODEL = "no-such-model"
+
+
+def _error(proto: str, kind: str, message: str) -> bytes:
+  """An error body as each API writes it."""
+  if proto == "anthropic":
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+  return json.dumps({"error": {"message": message, "type": kind, "param": None,
+                               "code": None}}).encode()
+
+
 class FakeLLMServer:
   def __init__(self, api_key: str, latency: float = 0.0, stall: float = 1.0,
-               retry_after: float = 0.2, failures: tuple = FAILURES):
+               retry_after: float = 0.2, retry_after_ms: int = 20,
+               failures: tuple = FAILURES):
     self.api_key, self.latency, self.stall = api_key, latency, stall
-    self.retry_after, self.failures = retry_after, failures
+    self.retry_after, self.retry_after_ms, self.failures = retry_after, retry_after_ms, failures
     self.log: list[dict] = []
     self._seen: dict[str, int] = {}
     self._lock = threading.Lock()
@@ -90,6 +105,8 @@ class FakeLLMServer:
     server = self
 
     class Handler(BaseHTTPRequestHandler):
+      protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
+
       def log_message(self, *args):  # keep test output quiet
         pass
 
@@ -108,39 +125,58 @@ class FakeLLMServer:
 
       def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        sha = hashlib.sha256(raw).hexdigest()
         body = json.loads(raw)
+        canonical = json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        sha = hashlib.sha256(canonical).hexdigest()
+        bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
         if self.path == "/v1/messages":
-          proto, authed = "anthropic", self.headers.get("x-api-key") == server.api_key
+          # The API takes the key as x-api-key or (what the SDK now sends) a bearer token.
+          proto, sent_key = "anthropic", self.headers.get("x-api-key") or bearer
+          if self.headers.get("anthropic-version") is None:
+            return self._send(400, _error(proto, "invalid_request_error",
+                                          "anthropic-version: header is required"))
         elif self.path == "/v1/chat/completions":
-          proto = "openai"
-          authed = self.headers.get("Authorization") == f"Bearer {server.api_key}"
+          proto, sent_key = "openai", bearer
         else:
           return self._send(404, b'{"error": "not found"}')
         prompt = body["messages"][-1]["content"]
-        plan = server._plan(sha, prompt) if authed else "401"
+        if sent_key != server.api_key:
+          plan = "401"
+        elif body["model"] == BAD_MODEL:
+          plan = "404"
+        else:
+          plan = server._plan(sha, prompt)
         with server._lock:
           server.log.append({"proto": proto, "sha": sha, "outcome": plan, "t": time.time()})
         time.sleep(server.latency)
-        if plan == "401":
-          return self._send(401, b'{"error": {"type": "authentication_error"}}')
+        if plan == "401":  # a careless server echoing the key it got: the client must redact it
+          return self._send(401, _error(proto, "authentication_error",
+                                        f"invalid x-api-key: {sent_key}"))
+        if plan == "404":
+          return self._send(404, _error(proto, "not_found_error", f"model: {body['model']}"))
         if plan == "429":
-          return self._send(429, b'{"error": "rate limited"}',
+          return self._send(429, _error(proto, "rate_limit_error", "rate limited"),
                             {"retry-after": str(server.retry_after)})
         if plan == "500":  # a careless server echoing the key: the client must redact it
-          return self._send(500, json.dumps({"error": "overloaded",
-                                             "key": server.api_key}).encode())
+          return self._send(500, _error(proto, "api_error", f"overloaded {server.api_key}"),
+                            {"retry-after-ms": str(server.retry_after_ms)})
         if plan == "timeout":
           time.sleep(server.stall)
         rng = random.Random(sha)
         text = "I think the answer is yes." if plan == "bad_answer" else answer(prompt, rng)
         n_in, n_out = len(prompt.split()), len(text.split())
         if proto == "anthropic":
-          payload = {"content": [{"type": "text", "text": text}],
+          payload = {"id": f"msg_{sha[:24]}", "type": "message", "role": "assistant",
+                     "model": body["model"], "content": [{"type": "text", "text": text}],
+                     "stop_reason": "end_turn", "stop_sequence": None,
                      "usage": {"input_tokens": n_in, "output_tokens": n_out}}
         else:
-          payload = {"choices": [{"message": {"role": "assistant", "content": text}}],
-                     "usage": {"prompt_tokens": n_in, "completion_tokens": n_out}}
+          payload = {"id": f"chatcmpl-{sha[:24]}", "object": "chat.completion",
+                     "created": int(time.time()), "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                  "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                               "total_tokens": n_in + n_out}}
         data = json.dumps(payload).encode()
         if plan == "bad_json":
           return self._send(200, b"<html>upstream error" + data[:20])

@@ -161,6 +161,25 @@ def test_documents_are_plain_text(dirs, family):
   assert tok.decode(tok.encode(text)) == text
 
 
+def test_template_without_markers_that_rewrites_history_is_refused(dirs, tmp_path):
+  # Drops earlier assistant turns, as Qwen3 drops earlier <think> blocks: not prefix-stable.
+  d = str(tmp_path / 'tok')
+  os.makedirs(d)
+  for name in ('tokenizer.json', 'tokenizer_config.json'):
+    shutil.copy(os.path.join(dirs['qwen2'], name), d)
+  with open(os.path.join(d, 'tokenizer_config.json')) as f:
+    config = json.load(f)
+  config['chat_template'] = (
+      "{%- for m in messages %}{%- if m.role != 'assistant' or loop.last %}"
+      "{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}"
+      "{%- endif %}{%- endfor %}")
+  with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
+    json.dump(config, f)
+  with pytest.raises(ValueError, match='not prefix-stable at message 1') as e:
+    tokenizer.HFTokenizer(d).render_chat(CHATS[0])
+  assert d in str(e.value) and '{% generation %}' in str(e.value)
+
+
 def sharded_check(ref_path: str, model_dirs: list[str]) -> dict:
   """Runs with 8 simulated devices: import onto (data, fsdp, tensor) = (2, 2, 2)."""
   mesh = sharding.make_mesh((2, 2, 2))

@@ -1,7 +1,7 @@
 """The step profiler on another config's model, with keys overridden from the command line."""
 import pytest
-
 from conftest import run_module
+
 from mtspec import profile_step
 
 

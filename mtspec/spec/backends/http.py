@@ -1,24 +1,22 @@
-"""What the Anthropic and OpenAI-compatible clients share: bounded concurrency, timeouts,
-retries with exponential backoff honouring retry-after, a request cache keyed by the hash
-of the request body, token/cost accounting, and an LLM backend that re-asks on answers
+"""What the Anthropic and OpenAI-compatible clients share: the official SDK client (bounded
+timeouts; retries of 408/409/429/5xx, timeouts and dropped or cut-short connections with
+exponential backoff, honouring retry-after / retry-after-ms), a request cache keyed by the
+hash of the request body, token/cost accounting, and an LLM backend that re-asks on answers
 that do not parse.
 
-The API key lives only in request headers; every error or log line that could echo a
-server's body goes through `_redact` first.
+The API key is handed only to the SDK client, which sends it in a header; every error or log
+line that could echo a server's body goes through `_redact` first.
 """
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import urllib.parse  # URL parsing only, for describe(); requests go through the SDKs
 
 from mtspec.spec import prompts
 from mtspec.spec.backends.base import Backend, GenerationError, Task
@@ -32,33 +30,14 @@ PRICES = {
     "claude-sonnet-4-20250514": (3.0, 15.0), "claude-3-5-haiku-latest": (0.8, 4.0),
     "gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6),
 }
-_TRANSIENT_STATUS = {408, 409, 425, 429}
-
-
-class _Transient(Exception):
-  """A failure worth retrying, with the server's requested wait if it gave one."""
-
-  def __init__(self, what: str, wait: float | None = None):
-    super().__init__(what)
-    self.wait = wait
-
-
-def _retry_after(headers) -> float | None:
-  if headers is None:
-    return None
-  for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-    value = headers.get(name)
-    if value is None:
-      continue
-    try:
-      return float(value) * scale
-    except ValueError:
-      continue  # an HTTP-date; fall back to our own backoff
-  return None
+# Statuses the SDKs retry; one still failing after the last retry means they gave up.
+_TRANSIENT_STATUS = {408, 409, 429}
+# What reading a 200 whose body is not the protocol's JSON can raise (JSON, pydantic, access).
+_UNREADABLE = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
 class HttpClient:
-  """One chat-style completion endpoint. Subclasses say how to build and read requests."""
+  """One chat-style completion endpoint behind an SDK client; subclasses wrap the SDK."""
 
   name = "http"
   key_env = ""        # environment variable holding the API key
@@ -66,6 +45,7 @@ class HttpClient:
   default_url = ""
   default_model = ""
   key_required = True
+  sdk = None          # the SDK module (anthropic or openai), for its exception classes
 
   def __init__(self, cache_path, model: str | None = None, base_url: str | None = None,
                concurrency: int = 8, timeout: float = 120.0, max_retries: int = 6,
@@ -81,22 +61,25 @@ class HttpClient:
     self.max_tokens, self.temperature = max_tokens, temperature
     self.prices = prices or PRICES.get(self.model)
     self.cache = KeyedJsonl(cache_path)
-    self._slots = threading.BoundedSemaphore(concurrency)
     self._lock = threading.Lock()
     self.stats = {"requests": 0, "failed_attempts": 0, "cache_hits": 0}
+    self.client = self.make_client()
 
   # -- protocol hooks ------------------------------------------------------------------
-  def endpoint(self) -> str:
-    raise NotImplementedError
-
-  def headers(self) -> dict:
+  def make_client(self):
+    """The SDK client, with this client's key, base URL, timeout and retries."""
     raise NotImplementedError
 
   def body(self, system: str, prompt: str) -> dict:
+    """The request body; its hash is the cache key."""
     raise NotImplementedError
 
-  def extract(self, data: dict) -> tuple[str, int, int]:
-    """(text, input_tokens, output_tokens) from a decoded response body."""
+  def send(self, body: dict):
+    """The SDK's raw response (`.parse()`, `.retries_taken`) for one request body."""
+    raise NotImplementedError
+
+  def extract(self, message) -> tuple[str, int, int]:
+    """(text, input_tokens, output_tokens) from the SDK's parsed response."""
     raise NotImplementedError
 
   # -- shared machinery ----------------------------------------------------------------
@@ -118,47 +101,48 @@ class HttpClient:
       with self._lock:
         self.stats["cache_hits"] += 1
       return hit["text"]
-    text, n_in, n_out = self._post(data)
+    text, n_in, n_out = self._request(body)
     with self._lock:
       self.stats["requests"] += 1
     self.cache.put(key, text=text, input_tokens=n_in, output_tokens=n_out, model=self.model)
     return text
 
-  def _post(self, data: bytes) -> tuple[str, int, int]:
-    for attempt in range(self.max_retries + 1):
+  def _request(self, body: dict) -> tuple[str, int, int]:
+    attempts = self.max_retries + 1
+    # The SDKs retry failed exchanges, not a 200 whose body is unreadable: that is retried here.
+    for attempt in range(attempts):
+      raw = self._send(body)
+      with self._lock:
+        self.stats["failed_attempts"] += raw.retries_taken
       try:
-        with self._slots:
-          return self._attempt(data)
-      except _Transient as e:
+        return self.extract(raw.parse())
+      except _UNREADABLE as e:
         with self._lock:
           self.stats["failed_attempts"] += 1
+        what = f"unreadable response body ({type(e).__name__})"
         if attempt == self.max_retries:
-          raise GenerationError(f"{self.name}: gave up after {attempt + 1} attempts: {e}")
-        backoff = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1)
-        wait = e.wait if e.wait is not None else backoff
-        log.warning("%s: %s; retry %d in %.2fs", self.name, e, attempt + 1, wait)
-        time.sleep(min(wait, self.max_backoff))
+          raise GenerationError(f"{self.name}: gave up after {attempts} attempts: {what}")
+        wait = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1)
+        log.warning("%s: %s; retry %d in %.2fs", self.name, what, attempt + 1, wait)
+        time.sleep(wait)
     raise AssertionError("unreachable")
 
-  def _attempt(self, data: bytes) -> tuple[str, int, int]:
-    req = urllib.request.Request(self.endpoint(), data=data, method="POST",
-                                 headers={"content-type": "application/json", **self.headers()})
+  def _send(self, body: dict):
+    """`send`, with the SDK's final errors turned into key-free GenerationErrors."""
     try:
-      with urllib.request.urlopen(req, timeout=self.timeout) as r:
-        raw = r.read()
-    except urllib.error.HTTPError as e:
-      snippet = self._redact(e.read()[:300].decode("utf-8", "replace"))
-      if e.code in _TRANSIENT_STATUS or e.code >= 500:
-        raise _Transient(f"HTTP {e.code}: {snippet}", _retry_after(e.headers)) from None
+      return self.send(body)
+    except self.sdk.APIStatusError as e:
+      code, snippet = e.status_code, self._redact(e.response.text[:300])
+      if code in _TRANSIENT_STATUS or code >= 500:
+        raise GenerationError(f"{self.name}: gave up after {self.max_retries + 1} attempts: "
+                              f"HTTP {code}: {snippet}") from None
       where = self.describe()["base_url"]  # without any user:pass@
-      raise GenerationError(f"{self.name}: HTTP {e.code} from {where}: {snippet}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-      # timeouts, refused/reset connections, bodies cut short (IncompleteRead)
-      raise _Transient(self._redact(f"{type(e).__name__}: {e}")) from None
-    try:
-      return self.extract(json.loads(raw))
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-      raise _Transient(f"unreadable response body ({type(e).__name__})") from None
+      raise GenerationError(f"{self.name}: HTTP {code} from {where}: {snippet}") from None
+    except self.sdk.APIConnectionError as e:  # timeouts, refused/reset/cut-short connections
+      cause = e.__cause__ or e
+      raise GenerationError(self._redact(
+          f"{self.name}: gave up after {self.max_retries + 1} attempts: "
+          f"{type(e).__name__}: {type(cause).__name__}: {cause}")) from None
 
   def usage(self) -> dict:
     """Everything paid for into this cache (across resumed runs) plus this run's counters."""

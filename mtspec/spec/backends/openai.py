@@ -1,9 +1,12 @@
-"""OpenAI-compatible chat-completions client (POST {base}/chat/completions).
+"""OpenAI-compatible chat-completions client (POST {base}/chat/completions), through the
+`openai` SDK.
 
 The base URL includes the version path, as in the OpenAI SDK: https://api.openai.com/v1
 by default, http://localhost:8000/v1 for a local vLLM server (which needs no key).
 """
 from __future__ import annotations
+
+import openai
 
 from mtspec.spec.backends.http import HttpClient
 
@@ -15,21 +18,26 @@ class OpenAIClient(HttpClient):
   default_url = "https://api.openai.com/v1"
   default_model = "gpt-4o-mini"
   key_required = False  # local servers run without one
+  sdk = openai
 
-  def endpoint(self) -> str:
-    return f"{self.base_url}/chat/completions"
-
-  def headers(self) -> dict:
-    return {"authorization": f"Bearer {self._key}"} if self._key else {}
+  def make_client(self):
+    # The SDK refuses an empty key; keyless servers (vLLM) accept any, as their docs show.
+    return openai.OpenAI(api_key=self._key or "EMPTY", base_url=self.base_url,
+                         max_retries=self.max_retries, timeout=self.timeout)
 
   def body(self, system: str, prompt: str) -> dict:
     return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature,
             "messages": [{"role": "system", "content": system},
                          {"role": "user", "content": prompt}]}
 
-  def extract(self, data: dict) -> tuple[str, int, int]:
-    text = data["choices"][0]["message"]["content"]
+  def send(self, body: dict):
+    return self.client.chat.completions.with_raw_response.create(**body)
+
+  def extract(self, completion) -> tuple[str, int, int]:
+    text = completion.choices[0].message.content
     if not isinstance(text, str):
       raise TypeError("message content is not a string")
-    usage = data.get("usage") or {}
-    return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    usage = completion.usage
+    n_in = int(usage.prompt_tokens or 0) if usage else 0
+    n_out = int(usage.completion_tokens or 0) if usage else 0
+    return text, n_in, n_out

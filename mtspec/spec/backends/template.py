@@ -261,8 +261,7 @@ def _slots(rng, ctx: dict, places=PLACES) -> dict:
 
 class TemplateBackend(Backend):
   """places: the towns people in the documents come from. In a toy world whose only places
-  are its countries, any other town name reads as foreign (docs/toy/research_log.md,
-  "What mattered")."""
+  are its countries, any other town name reads as foreign."""
   name = "template"
   model = "template-v1"
   places = PLACES
