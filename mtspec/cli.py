@@ -2,6 +2,7 @@
 
 import difflib
 import importlib.util
+import os
 import sys
 
 from absl import flags
@@ -9,11 +10,13 @@ from absl import flags
 
 def load_config(spec: str):
   """The ConfigDict of 'path/to/config.py[:arg]', as --config loads it."""
-  path, _, arg = spec.partition(':')
+  path, sep, arg = spec.partition(':')
+  if not os.path.exists(path):
+    raise SystemExit(f'--config: no config file {path!r}')
   module_spec = importlib.util.spec_from_file_location('_mtspec_config', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  return module.get_config(arg) if sep else module.get_config()
 
 
 def unknown_key(cfg, dotted: str) -> str | None:

@@ -15,7 +15,6 @@ import ast
 import collections
 import glob
 import gzip
-import importlib.util
 import json
 import os
 import resource
@@ -24,20 +23,8 @@ import time
 import jax
 import numpy as np
 
-from mtspec import defaults
+from mtspec import cli, defaults
 from mtspec.bench import build_step
-
-
-def load_config(spec: str):
-  """A config file's config, 'path[:arg]' as `--config=` reads it in mtspec.main and toy:
-  the file's get_config(arg), or get_config() without a colon."""
-  path, sep, arg = spec.partition(':')
-  if not os.path.exists(path):
-    raise SystemExit(f'--config: no config file {path!r}')
-  module_spec = importlib.util.spec_from_file_location('profiled_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if sep else module.get_config()
 
 
 def apply_overrides(cfg, overrides):
@@ -105,7 +92,7 @@ def main():
   args = p.parse_args()
 
   if args.config:
-    cfg = load_config(args.config)
+    cfg = cli.load_config(args.config)
   else:
     cfg = defaults.base_config(args.variant)
     cfg.train.update(seq_len=256, batch_size=16)  # the benchmark's shape

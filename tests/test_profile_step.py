@@ -2,7 +2,7 @@
 import pytest
 from conftest import run_module
 
-from mtspec import profile_step
+from mtspec import cli, profile_step
 
 
 def test_profiles_a_config_files_model_with_an_override():
@@ -15,7 +15,7 @@ def test_profiles_a_config_files_model_with_an_override():
 
 @pytest.mark.parametrize('item', ['model.d_fff=96', 'model.d_ff=ninety', 'model.d_ff'])
 def test_a_bad_override_names_itself(item):
-  cfg = profile_step.load_config('configs/cheese_toy.py:quick')
+  cfg = cli.load_config('configs/cheese_toy.py:quick')
   with pytest.raises(SystemExit, match=f"--set='{item}'"):
     profile_step.apply_overrides(cfg, [item])
   assert cfg.model.d_ff == 256  # unchanged
@@ -23,4 +23,4 @@ def test_a_bad_override_names_itself(item):
 
 def test_a_missing_config_file_is_named():
   with pytest.raises(SystemExit, match="no config file 'configs/nope.py'"):
-    profile_step.load_config('configs/nope.py:default')
+    cli.load_config('configs/nope.py:default')
