@@ -43,6 +43,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from mtspec import hugepages
+  from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
   app.run(main)

@@ -17,7 +17,7 @@ def test_bench_prints_table_and_json_line():
 
 
 def test_huge_page_setting_is_kept_out_of_the_torch_subprocess(monkeypatch):
-  from mtspec import hugepages
+  from mtspec.cpu import hugepages
   monkeypatch.setenv('GLIBC_TUNABLES', f'glibc.malloc.arena_max=2:{hugepages.TUNABLE}')
   env = hugepages.env_without_tunable()
   assert env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
