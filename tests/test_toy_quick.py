@@ -141,13 +141,13 @@ def test_effect_summary_and_table(tmp_path):
 
 
 def test_a_second_experiment_in_the_same_workdir_is_refused(tmp_path):
-  from mtspec import toy
-  held = toy.lock_workdir(str(tmp_path))
-  with pytest.raises(toy.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
-    toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
-  assert not os.path.exists(tmp_path / 'data')  # refused before anything was written
-  held.close()
-  toy.lock_workdir(str(tmp_path)).close()  # free again once the first one is done
+  from mtspec import toy, workdir
+  with workdir.lock(str(tmp_path)):
+    with pytest.raises(workdir.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
+      toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
+    assert os.listdir(tmp_path) == ['.lock']  # refused before anything was written
+  with workdir.lock(str(tmp_path)):  # free again once the first one is done
+    pass
 
 
 def _fake_workdir(path, results, trunk_workdir=None, trunk_seed=0):
