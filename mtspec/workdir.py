@@ -3,9 +3,10 @@ twice, a command pasted twice) would train the same runs and overwrite their che
 
 Every entry point that writes a workdir holds <workdir>/.lock while it runs (on a
 multi-process job, process 0 alone). The lock is the OS's (filelock), so it goes with the
-process however it ends; the file names the holder's pid, which a refusal quotes and which
-a clean exit clears. A pid left in the file is a holder that was killed: the next run takes
-the lock over and says so.
+process however it ends. <workdir>/.lock.pid names the holder, for the refusal to quote; a
+clean exit removes it, so one left behind names a holder that was killed, and the next run
+takes the lock over and says so. (A file of its own: some filelock versions empty the lock
+file when they open it.)
 """
 import contextlib
 import os
@@ -14,23 +15,26 @@ import re
 import filelock
 
 LOCK_FILE = '.lock'
+OWNER_FILE = '.lock.pid'
 
 
 class WorkdirInUse(RuntimeError):
   pass
 
 
-def _owner(text: str) -> int | None:
-  m = re.fullmatch(r'pid (\d+)\s*', text)
+def _owner(path: str) -> int | None:
+  try:
+    with open(path) as f:
+      m = re.fullmatch(r'pid (\d+)\s*', f.read())
+  except OSError:
+    return None
   return int(m.group(1)) if m else None
 
 
-def _read(path: str) -> str:
-  try:
-    with open(path) as f:
-      return f.read()
-  except OSError:
-    return ''
+def _write(path: str, text: str):
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)  # whole or absent for a reader
 
 
 @contextlib.contextmanager
@@ -42,27 +46,23 @@ def lock(workdir: str, primary: bool = True):
     yield
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-
-  def claim(fd: int):  # runs holding the OS lock, before anyone can read our pid
-    left = _owner(os.pread(fd, 64, 0).decode(errors='replace'))
-    if left is not None and left != os.getpid():
-      print(f'workdir {workdir}: pid {left} left its lock behind and no longer holds it; '
-            'taking it over', flush=True)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f'pid {os.getpid()}'.encode(), 0)
-
-  held = filelock.FileLock(path, timeout=0, on_acquired=claim)
+  owner_path = os.path.join(workdir, OWNER_FILE)
+  held = filelock.FileLock(os.path.join(workdir, LOCK_FILE), timeout=0)
   try:
     held.acquire()
   except filelock.Timeout:
-    owner = _owner(_read(path))
+    owner = _owner(owner_path)
     raise WorkdirInUse(f'workdir {workdir} is in use by '
                        f'{f"pid {owner}" if owner else "another process"}; wait for it to '
                        'finish or choose another directory') from None
   try:
+    left = _owner(owner_path)
+    if left is not None and left != os.getpid():
+      print(f'workdir {workdir}: pid {left} left its lock behind and no longer holds it; '
+            'taking it over', flush=True)
+    _write(owner_path, f'pid {os.getpid()}')
     yield
   finally:
-    with contextlib.suppress(OSError):  # still ours: a pid left there means a killed holder
-      os.truncate(path, 0)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(owner_path)
     held.release()

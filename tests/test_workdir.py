@@ -18,8 +18,9 @@ HOLD = ('import sys, time; from mtspec import workdir\n'
 
 
 def _holder(workdir) -> str:
+  """What the lock's pid file says: '' once a holder has ended cleanly."""
   try:
-    return (workdir / '.lock').read_text()
+    return (workdir / '.lock.pid').read_text()
   except FileNotFoundError:
     return ''
 
@@ -97,4 +98,4 @@ def test_spec_generate_is_refused_in_a_busy_out_dir(tmp_path):
     holder.kill()
     holder.wait()
   _refusal(proc, out, holder.pid)
-  assert os.listdir(out) == ['.lock']  # refused before anything was written
+  assert sorted(os.listdir(out)) == ['.lock', '.lock.pid']  # refused before writing anything
