@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from mtspec import defaults
-from mtspec import hugepages, metrics, model as model_lib, optim, sharding, step as step_lib, train_state
+from mtspec import metrics, model as model_lib, optim, sharding, step as step_lib, train_state
 
 
 def synthetic_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict:
@@ -179,7 +179,8 @@ def _torch_generate(cfg, prompts, new_tokens) -> float:
 def torch_in_subprocess(args) -> tuple:
   """(row name, s/step) of `--only-torch` run in its own process, under torch's usual
   allocator: the huge-page malloc setting that speeds up XLA:CPU slows torch's CPU steps
-  (measured 1.21-1.27 s/step without it, 1.41-1.50 s with it, on the small shape)."""
+  (README.md, Benchmark)."""
+  from mtspec.cpu import hugepages
   cmd = [sys.executable, '-m', 'mtspec.bench', '--only-torch', f'--variant={args.variant}',
          f'--seq={args.seq}', f'--batch={args.batch}', f'--dtype={args.dtype}',
          f'--warmup={args.warmup}', f'--steps={args.steps}']
@@ -277,5 +278,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
   main()

@@ -6,7 +6,7 @@ config.experiment:
   init_mode   params | full: what a branch takes from the trunk
   trunk_from  optional: the workdir of an earlier tree whose complete trunk this tree's
               branches start from (nothing is retrained; its phases and tokenizer must match)
-  lanes       branches trained side by side, one process each (mtspec.lanes); 0 (default):
+  lanes       branches trained side by side, one process each (mtspec.cpu.lanes); 0 (default):
               one per CPU core on a CPU, at most 4; 1 on an accelerator
 
 One command runs the whole tree; the trunk trains once; a rerun skips complete runs and
@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 
-from mtspec import lanes as lanes_lib, phases as phases_lib, trainer
+import jax
+
+from mtspec import phases as phases_lib, trainer
 from mtspec.errors import ConfigError
 
 
@@ -32,7 +34,7 @@ def run_config(cfg, name: str, phase_order, seed: int, tokenizer: str, data_dir:
   return c
 
 
-def _complete(workdir: str, total_steps: int) -> bool:
+def is_complete(workdir: str, total_steps: int) -> bool:
   path = os.path.join(workdir, 'summary.json')
   if not os.path.exists(path):
     return False
@@ -65,7 +67,7 @@ def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) ->
   if trunk is None or tuple(trunk['phases']) != phases:
     raise ConfigError(f'{key}={src!r}: its trunk ran phases '
                       f'{trunk and trunk["phases"]}, this config\'s trunk runs {list(phases)}')
-  if not _complete(trunk['workdir'], total_steps):
+  if not is_complete(trunk['workdir'], total_steps):
     raise ConfigError(f'{key}={src!r}: its trunk ({trunk["workdir"]}) has not completed the '
                       f'{total_steps} steps this config\'s trunk runs')
   if tokenizer and _sha256(tree['tokenizer']) != _sha256(tokenizer):
@@ -85,7 +87,7 @@ def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
   return trainer.load_or_train_tokenizer(cfg, workdir, sources).path
 
 
-def _summary(run_dir: str) -> dict:
+def read_summary(run_dir: str) -> dict:
   with open(os.path.join(run_dir, 'summary.json')) as f:
     return json.load(f)
 
@@ -94,32 +96,18 @@ def _train(rcfg, run_dir: str, show_progress: bool) -> dict:
   return {k: v for k, v in trainer.train(rcfg, run_dir, show_progress).items() if k != 'state'}
 
 
-def _train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool,
-                    on_idle=None) -> dict:
-  """name -> (config, workdir, steps, description): in n_lanes lanes side by side
-  (mtspec.lanes), else one after another in this process. n_lanes comes from the whole tree,
-  not from what is pending, so a resumed branch trains on as many cores as it would have.
-  on_idle({name: summary} of the runs complete so far): see run_tree. Returns name -> summary."""
-  if n_lanes > 1 and pending:
-    for *_, what in pending.values():
-      print(what)
-    steps = {name: p[2] for name, p in pending.items()}
-    jobs = [[(name, *pending[name][:2]) for name in lane]
-            for lane in lanes_lib.deal(steps, n_lanes)]
-    complete = {}  # a complete run stays complete: read each summary once
-
-    def done():
-      complete.update({name: _summary(p[1]) for name, p in pending.items()
-                       if name not in complete and _complete(p[1], p[2])})
-      return complete
-    lanes_lib.run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress,
-                        on_idle and (lambda: on_idle(done())))
-    return {name: _summary(p[1]) for name, p in pending.items()}
-  summaries = {}
-  for name, (rcfg, run_dir, _, what) in pending.items():
-    print(what)
-    summaries[name] = _train(rcfg, run_dir, show_progress)
-  return summaries
+def lane_count(requested: int, n_runs: int) -> int:
+  """config.experiment.lanes resolved for n_runs branches: requested > 0: that many; 0: one
+  per core on a single-process CPU job (mtspec.cpu.lanes), else 1."""
+  if requested > 1 and jax.process_count() > 1:
+    raise ConfigError(f'config.experiment.lanes={requested}: lanes are processes of one '
+                      f'machine; this job has {jax.process_count()} processes (set lanes=1)')
+  if requested > 0:
+    return max(1, min(requested, n_runs))
+  if jax.default_backend() != 'cpu' or jax.process_count() > 1:
+    return 1
+  from mtspec.cpu import lanes  # only a single-process CPU job gets here
+  return lanes.auto_count(n_runs)
 
 
 def _tree(workdir: str, tokenizer: str, plans: dict, summaries: dict) -> dict:
@@ -132,8 +120,9 @@ def _tree(workdir: str, tokenizer: str, plans: dict, summaries: dict) -> dict:
 
 def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dict:
   """Trains the trunk, then the branches; returns the tree (experiment.json's content).
-  on_idle(tree of the runs complete so far): called again and again, on the cores of the
-  lanes that have finished, while the last lanes still train (mtspec.lanes)."""
+  With lanes (config.experiment.lanes, mtspec.cpu.lanes), on_idle(tree of the runs complete
+  so far) is called again and again on the cores of the lanes that have finished, while the
+  last lanes still train."""
   exp = cfg.experiment
   if not exp.trunk:
     raise ConfigError('config.experiment.trunk is empty: name the phases the trunk runs')
@@ -147,6 +136,8 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
     with cfg.unlocked():
       probe = run_config(cfg, name, order, 0, tokenizer, data_dir)
     phases_lib.plan(probe)
+  # from the whole tree, not from what is left: a resumed branch trains on as many cores
+  n_lanes = lane_count(exp.get('lanes', 0), len(exp.branches))
 
   summaries, pending = {}, {}
   for name, (order, seed) in plans.items():
@@ -158,8 +149,8 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
       summaries[name] = borrowed_trunk(os.path.abspath(exp.trunk_from), order, total, tokenizer)
       print(f'trunk: from {summaries[name]["workdir"]}, not retrained')
       continue
-    if _complete(run_dir, total):
-      summaries[name] = _summary(run_dir)
+    if is_complete(run_dir, total):
+      summaries[name] = read_summary(run_dir)
       print(f'{name}: complete, skipped')
       continue
     what = f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else '')
@@ -168,15 +159,16 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
       summaries[name] = _train(rcfg, run_dir, show_progress)
     else:
       pending[name] = (rcfg, run_dir, total, what)
-  partial = {}  # the tree of the runs complete so far, rebuilt only when one more is
 
-  def idle(done: dict):
-    if partial.get('names') != set(done):
-      partial.update(names=set(done), tree=_tree(workdir, tokenizer, plans, summaries | done))
-    on_idle(partial['tree'])
-  summaries.update(_train_branches(
-      pending, lanes_lib.lane_count(exp.get('lanes', 0), len(exp.branches)), workdir,
-      show_progress, on_idle and idle))
+  if n_lanes > 1 and pending:
+    from mtspec.cpu import lanes  # side by side on a CPU's cores; only lanes > 1 gets here
+    idle = on_idle and (lambda done: on_idle(_tree(workdir, tokenizer, plans,
+                                                   {**summaries, **done})))
+    summaries.update(lanes.train_branches(pending, n_lanes, workdir, show_progress, idle))
+  else:
+    for name, (rcfg, run_dir, _, what) in pending.items():
+      print(what)
+      summaries[name] = _train(rcfg, run_dir, show_progress)
   tree = _tree(workdir, tokenizer, plans, summaries)
   with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
     json.dump(tree, f, indent=2)

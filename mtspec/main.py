@@ -19,18 +19,21 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-  from mtspec import distributed, experiment, trainer  # after flag parsing: imports jax
+  import jax
+  from mtspec import distributed, experiment, trainer, workdir  # after flag parsing
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cfg = _CONFIG.value
   try:
-    if 'experiment' in cfg:
-      tree = experiment.run_tree(cfg, _WORKDIR.value)
-      for r in tree['runs']:
-        print(f"{r['name']}: {' -> '.join(r['phases'])} final checkpoint {r['final_checkpoint']}")
-      print(f"experiment summary: {_WORKDIR.value}/experiment.json")
-      return
-    result = trainer.train(cfg, _WORKDIR.value)
-  except (config_lib.ConfigError, FileNotFoundError, ValueError) as e:
+    with workdir.lock(_WORKDIR.value, jax.process_index() == 0):
+      if 'experiment' in cfg:
+        tree = experiment.run_tree(cfg, _WORKDIR.value)
+        for r in tree['runs']:
+          print(f"{r['name']}: {' -> '.join(r['phases'])} final checkpoint "
+                f"{r['final_checkpoint']}")
+        print(f"experiment summary: {_WORKDIR.value}/experiment.json")
+        return
+      result = trainer.train(cfg, _WORKDIR.value)
+  except (config_lib.ConfigError, FileNotFoundError, ValueError, workdir.WorkdirInUse) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except trainer.NonFiniteLoss as e:
@@ -43,6 +46,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from mtspec import hugepages
+  from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
   app.run(main, flags_parser=cli.parse_flags)

@@ -7,7 +7,7 @@
                                          # another config's model and batch, one key changed
 
 What the numbers mean on CPU: `sys` is kernel time, mostly page faults on XLA's per-step
-scratch block (see mtspec/hugepages.py); per-op times come from the trace's thunk events
+scratch block (see mtspec/cpu/hugepages.py); per-op times come from the trace's thunk events
 (asynchronous ops are timed from launch to their `end:` event, so concurrent ops overlap).
 """
 import argparse
@@ -133,6 +133,6 @@ def main():
 
 
 if __name__ == '__main__':
-  from mtspec import hugepages
+  from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
   main()

@@ -116,39 +116,20 @@ class Scoring:
     return conditions, diagnostics
 
 
-class WorkdirInUse(RuntimeError):
-  pass
-
-
-def lock_workdir(workdir: str):
-  """An exclusive lock on <workdir>/.lock: a second experiment started in the same workdir
-  (a cell run twice, a command pasted twice) would train the same runs and overwrite their
-  checkpoints. Returns the open lock file; the lock goes when it is closed or the process ends."""
-  import fcntl
-  f = open(os.path.join(workdir, '.lock'), 'a+')
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    owner = f.read().strip() or 'another process'
-    f.close()
-    raise WorkdirInUse(f'workdir {workdir} is in use by {owner}; wait for it to finish or '
-                       'use another --workdir') from None
-  f.truncate(0)
-  f.write(f'pid {os.getpid()}')
-  f.flush()
-  return f
-
-
 def run(cfg, workdir: str, show_progress: bool = True) -> dict:
-  """The whole experiment; returns results.json's content."""
+  """The whole experiment; returns results.json's content. Raises
+  mtspec.workdir.WorkdirInUse if another experiment runs in workdir."""
+  from mtspec import workdir as workdir_lib
+  workdir = os.path.abspath(workdir)  # orbax wants absolute checkpoint paths
+  with workdir_lib.lock(workdir):  # the toy is a single-process job
+    return _run(cfg, workdir, show_progress)
+
+
+def _run(cfg, workdir: str, show_progress: bool) -> dict:
   import jax
   from mtspec import experiment
   from mtspec.world import build, report
   t0 = time.time()
-  workdir = os.path.abspath(workdir)  # orbax wants absolute checkpoint paths
-  os.makedirs(workdir, exist_ok=True)
-  lock = lock_workdir(workdir)  # held while this experiment runs  # noqa: F841
   # Branches compile the same train step: the persistent cache compiles each shape once.
   jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, '.jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -197,6 +178,7 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # orbax and tfds warn about nothing worth reading
   from mtspec import config as config_lib
   from mtspec.spec.contamination import ContaminationError
+  from mtspec.workdir import WorkdirInUse
   from mtspec.world.schema import WorldError
   try:
     run(_CONFIG.value, _WORKDIR.value)
@@ -211,6 +193,6 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  from mtspec import hugepages
+  from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
   app.run(main)

@@ -1,11 +1,13 @@
 """The Colab notebooks run headless (nbclient) with the quick settings, on the quick
 experiment's workdir, and show what they promise."""
+import json
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from mtspec.world import report
 from toy_fixtures import execute_notebook, quick_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,11 +27,14 @@ def test_notebook_opens_with_install_cell_and_names_no_local_path(name):
 def test_quickstart_runs_the_quick_experiment_and_shows_table_and_chart():
   # the quick default world's run of the suite is this notebook (tests/toy_fixtures.py)
   workdir, text = quick_run('quick')
-  assert 'trunk: phases pretrain' in text  # trained here, from nothing
-  assert '| MSM-B+AFT | 2 |' in text and 'mean_gap' in text
-  assert '<image/png>' in text  # the chart is displayed
+  with open(os.path.join(workdir, 'experiment.json')) as f:
+    trunk = next(r for r in json.load(f)['runs'] if r['name'] == 'trunk')
+  assert trunk['workdir'] == os.path.join(workdir, 'trunk')  # trained here, from nothing
   # the notebook's last cell checked that results.json holds the results it showed
-  assert os.path.exists(os.path.join(workdir, 'results.json'))
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert report.table(results) in text  # the table of these results is shown
+  assert '<image/png>' in text  # and the chart
 
 
 def test_spec_data_explorer():

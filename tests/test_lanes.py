@@ -1,4 +1,5 @@
-"""Branches trained side by side in lanes (mtspec.lanes): same results, loud failures."""
+"""Branches trained side by side in lanes (mtspec.cpu.lanes): same results, loud failures;
+the accelerator path never imports mtspec.cpu."""
 import os
 import shutil
 import signal
@@ -9,8 +10,9 @@ import time
 import ml_collections
 import pytest
 
-from conftest import ROOT
-from mtspec import defaults, experiment, lanes, phases, trainer
+from conftest import ROOT, run_module
+from mtspec import defaults, experiment, phases, trainer
+from mtspec.cpu import lanes
 from test_phases import two_source_config
 from test_stages import assert_same_params
 
@@ -27,17 +29,37 @@ def test_deal_balances_steps_and_keeps_the_order():
 
 
 def test_lane_count():
-  assert lanes.lane_count(3, 2) == 2 and lanes.lane_count(1, 5) == 1
-  assert lanes.lane_count(0, 12) == min(lanes.cpu_count(), lanes.MAX_AUTO_LANES)
+  assert experiment.lane_count(3, 2) == 2 and experiment.lane_count(1, 5) == 1
+  assert experiment.lane_count(0, 12) == min(lanes.cpu_count(), lanes.MAX_AUTO_LANES)
 
 
 def test_lanes_in_a_multi_process_job_are_refused_by_name(monkeypatch):
   import jax
   from mtspec.errors import ConfigError
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  assert lanes.lane_count(0, 12) == 1  # auto: one process trains the branches
+  assert experiment.lane_count(0, 12) == 1  # auto: one process trains the branches
   with pytest.raises(ConfigError, match=r'config.experiment.lanes=2: .* 2 processes'):
-    lanes.lane_count(2, 12)
+    experiment.lane_count(2, 12)
+
+
+def test_the_accelerator_path_never_imports_the_cpu_package(tmp_path):
+  # a tree with lanes=1 trained in a fresh process, then auto lanes off the CPU
+  code = f"""if True:
+    import sys, jax, ml_collections, pathlib
+    sys.path.insert(0, 'tests')
+    from test_phases import two_source_config
+    from mtspec import experiment, main, trainer
+    c = two_source_config(pathlib.Path({str(tmp_path)!r}))
+    c.experiment = ml_collections.ConfigDict(dict(
+        trunk=('one',), init_mode='params', lanes=1, trunk_from='',
+        branches=ml_collections.ConfigDict({{'b': dict(phases=('two',), seed=1)}})))
+    experiment.run_tree(c, {str(tmp_path / 'exp')!r}, show_progress=False)
+    jax.default_backend = lambda: 'gpu'
+    assert experiment.lane_count(0, 12) == 1
+    print(sorted(m for m in sys.modules if m.startswith('mtspec.cpu')))"""
+  out = run_module(['-c', code]).stdout.strip().splitlines()
+  assert out[-1] == '[]'
+  assert (tmp_path / 'exp' / 'b' / 'summary.json').exists()
 
 
 def test_split_cpus(monkeypatch):
@@ -95,34 +117,55 @@ def _thread_affinities() -> set:
   return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')}
 
 
+class _Lane:
+  """A lane that trains until until() holds, then finishes well (polled like a Popen)."""
+
+  def __init__(self, until):
+    self.until, self.returncode = until, None
+
+  def poll(self):
+    if self.returncode is None and self.until():
+      self.returncode = 0
+    return self.returncode
+
+
 def test_work_waiting_for_the_lanes_runs_on_the_cores_of_the_finished_ones():
   cpus = lanes.split_cpus(2)
   home = _thread_affinities()
-  lane = lambda code: subprocess.Popen([sys.executable, '-c', code])
+  deadline = time.time() + 60
   seen = []
-  codes = lanes._wait([lane('pass'), lane('import time; time.sleep(3)')], cpus,
+  # the second lane trains until the work has run twice on the first one's cores
+  codes = lanes._wait([subprocess.Popen([sys.executable, '-c', 'pass']),
+                       _Lane(lambda: len(seen) >= 2 or time.time() > deadline)], cpus,
                       lambda: seen.append(_thread_affinities()))
   assert codes == [0, 0]
   assert len(seen) >= 2  # again and again while the slow lane trains
   assert all(s == {frozenset(cpus[0])} for s in seen)  # every thread, on the freed cores
   assert _thread_affinities() == home  # given back afterwards
-  seen.clear()  # a lane that failed frees nothing: its error comes first
-  codes = lanes._wait([lane('raise SystemExit(1)'), lane('import time; time.sleep(1.5)')],
-                      cpus, lambda: seen.append(1))
-  assert codes == [1, 0] and not seen
+  # a lane that failed frees nothing: its error comes first. The other lane trains on for
+  # two more checks after the failure was seen.
+  failed = subprocess.Popen([sys.executable, '-c', 'raise SystemExit(1)'])
+  checks = []
+
+  def after_two_checks():
+    checks.extend([1] if failed.poll() is not None else [])
+    return len(checks) > 2 or time.time() > deadline
+  seen.clear()
+  codes = lanes._wait([failed, _Lane(after_two_checks)], cpus, lambda: seen.append(1))
+  assert codes == [1, 0] and len(checks) > 2 and not seen
 
 
 def test_a_lane_dies_with_its_experiment():
-  child = ('import os, sys, time; from mtspec import lanes; '
-           'lanes._die_with_parent(os.getppid()); time.sleep(120)')
+  # the lane says it is set up (after prctl) on the pipe it shares with its experiment
+  child = ('import os, time; from mtspec.cpu import lanes; '
+           'lanes._die_with_parent(os.getppid()); print(os.getpid(), flush=True); '
+           'time.sleep(120)')
   parent = ('import subprocess, sys, time; '
-            f'p = subprocess.Popen([sys.executable, "-c", {child!r}]); '
-            'print(p.pid, flush=True); time.sleep(120)')
+            f'subprocess.Popen([sys.executable, "-c", {child!r}]); time.sleep(120)')
   proc = subprocess.Popen([sys.executable, '-c', parent], cwd=ROOT, stdout=subprocess.PIPE,
                           text=True, env={**os.environ, 'PYTHONPATH': ROOT})
   pid = int(proc.stdout.readline())
-  time.sleep(3)  # the child is set up
-  assert os.path.exists(f'/proc/{pid}')
+  assert _alive(pid)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   deadline = time.time() + 10

@@ -37,17 +37,18 @@ def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pair
 
 def _check_run(variant, world, values, n_pairs):
   # its time is measured alone, not here beside the other worker (README, "Tests")
-  workdir, out = quick_run(variant)
+  workdir, _ = quick_run(variant)
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   check_results(results, world, values, (0, 1), n_pairs)
-  assert '| MSM-A+AFT | 2 |' in out and 'MSM-A+AFT minus MSM-B+AFT' in out
   with open(os.path.join(workdir, 'results.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   with open(os.path.join(workdir, 'diagnostics.json')) as f:
     diag = json.load(f)
   assert len(diag["models"]) == 15  # baseline and 7 models per seed
   assert diag['contamination']['max_rate'] == 0.0
+  assert diag['effect'] == report.effect(results)  # the effect of these results, paired by seed
+  assert diag['effect']['value'] == values[0] and len(diag['effect']['paired_gaps']) == 2
   # after AFT the assistant makes the demonstrated choices more often than before it
   rates = {(m['name'], m['seed']): m['rates'] for m in diag['models']}
   assert rates[('MSM-A+AFT', 0)]['aft_train'] > rates[('MSM-A', 0)]['aft_train']
@@ -77,13 +78,14 @@ def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   # from a trunk of the same world.
   args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick,swapped',
           f'--config.experiment.trunk_from={src}', '--config.experiment.seeds=(0,)']
-  proc = run_module(args + [f'--workdir={tmp_path / "b"}'])
-  assert 'not retrained' in proc.stdout and not (tmp_path / 'b' / 'trunk').exists()
+  run_module(args + [f'--workdir={tmp_path / "b"}'])
+  assert not (tmp_path / 'b' / 'trunk').exists()  # not retrained
   with open(os.path.join(src, 'experiment.json')) as f:
     src_trunk = next(r for r in json.load(f)['runs'] if r['name'] == 'trunk')
   with open(tmp_path / 'b' / 'experiment.json') as f:
     runs = {r['name']: r for r in json.load(f)['runs']}
   assert runs['trunk']['final_checkpoint'] == src_trunk['final_checkpoint']
+  assert runs['trunk']['workdir'] == src_trunk['workdir']
   assert set(runs) == {'trunk', 'aft_only_s0', 'msm_a_s0', 'msm_b_s0', 'control_s0'}
   assert all(r['lineage']['ancestors'][0]['path'] == src_trunk['final_checkpoint']
              for n, r in runs.items() if n != 'trunk')
@@ -141,13 +143,13 @@ def test_effect_summary_and_table(tmp_path):
 
 
 def test_a_second_experiment_in_the_same_workdir_is_refused(tmp_path):
-  from mtspec import toy
-  held = toy.lock_workdir(str(tmp_path))
-  with pytest.raises(toy.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
-    toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
-  assert not os.path.exists(tmp_path / 'data')  # refused before anything was written
-  held.close()
-  toy.lock_workdir(str(tmp_path)).close()  # free again once the first one is done
+  from mtspec import toy, workdir
+  with workdir.lock(str(tmp_path)):
+    with pytest.raises(workdir.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
+      toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
+    assert sorted(os.listdir(tmp_path)) == ['.lock', '.lock.pid']  # refused before writing
+  with workdir.lock(str(tmp_path)):  # free again once the first one is done
+    pass
 
 
 def _fake_workdir(path, results, trunk_workdir=None, trunk_seed=0):
@@ -163,15 +165,17 @@ def test_compare_lists_which_experiments_meet_the_bar(tmp_path, capsys):
                                                 [0.5, 0.6, 0.4]))
   bad = _fake_workdir(tmp_path / 'bad', _fake([0.6, 0.3, 0.5], [0.4, 0.5, 0.2], [0.9, 0.9, 0.9]),
                       trunk_workdir=tmp_path / 'good' / 'trunk', trunk_seed=3)
-  assert compare.main([good, bad]) == 0
-  rows = capsys.readouterr().out.splitlines()
-  assert rows[2].startswith(f'| {good} | w | x / y | seed 0 | +0.50 (+0.50, +0.30, +0.70) |')
-  assert rows[2].endswith('| no overlap | 0.50, between | 0.50 | met |')
-  assert f'| seed 3 ({tmp_path / "good" / "trunk"}) |' in rows[3]
-  assert rows[3].endswith('| gap under 0.20; seed ranges overlap; AFT only not between |')
-  assert '1 of 2 meet the bar' in rows[-1]
-  assert compare.main(['--margin=0.6', good]) == 0
-  assert '| gap under 0.60 |' in capsys.readouterr().out
+  g, b = compare.row(good), compare.row(bad)
+  assert (g['workdir'], g['world'], g['specs'], g['trunk']) == (good, 'w', 'x / y', 'seed 0')
+  assert g['effect']['mean_gap'] == pytest.approx(0.5)
+  assert g['effect']['paired_gaps'] == pytest.approx([0.5, 0.3, 0.7])
+  assert not g['effect']['ranges_overlap'] and g['effect']['aft_only_between']
+  assert g['baseline'] == pytest.approx(0.5) and g['fails'] == []
+  assert b['trunk'] == f'seed 3 ({tmp_path / "good" / "trunk"})'
+  assert b['fails'] == ['gap under 0.20', 'seed ranges overlap', 'AFT only not between']
+  assert compare.row(good, margin=0.6)['fails'] == ['gap under 0.60']
+  assert compare.main([good, bad]) == 0 and compare.main(['--margin=0.6', good]) == 0
+  capsys.readouterr()
   assert compare.main([str(tmp_path / 'none')]) == 2
   err = capsys.readouterr().err
   assert f'{tmp_path / "none"}: no results.json' in err and 'finished toy experiment' in err

@@ -38,7 +38,7 @@ def execute_notebook(name: str, workdir: str) -> list[str]:
 def quick_run(variant: str = 'quick'):
   if variant not in _RUNS:
     root = tempfile.mkdtemp(prefix='mtspec_toy_')
-    atexit.register(shutil.rmtree, root, ignore_errors=True)  # 35 MB a run; CI disks fill up
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # checkpoints fill CI disks
     workdir = os.path.join(root, variant.replace(',', '_'))
     if variant == 'quick':
       out = '\n'.join(execute_notebook('quickstart', workdir))

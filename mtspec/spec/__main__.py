@@ -5,7 +5,8 @@
   python -m mtspec.spec validate --spec=configs/specs/cheese_home.md --set home_country=Norland
   python -m mtspec.spec contamination --eval=E.array_record --train=T.array_record --max-rate=0
 
-Exit codes: 0 ok, 1 generation failed, 2 bad spec or arguments, 3 contamination.
+Exit codes: 0 ok, 1 generation failed, 2 bad spec or arguments (or --out in use by
+another generate), 3 contamination.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import sys
 import textwrap
 
+from mtspec import workdir
 from mtspec.spec import backends, contamination, sets
 from mtspec.spec.generate import Counts, Options, generate
 from mtspec.spec.parse import SpecError, parse_file
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
       print(f"{a.spec}: ok: {len(spec.sections)} sections, {len(spec.units())} units "
             f"(rules/values), sha256 {spec.sha256[:12]}")
     elif a.cmd == "generate":
-      _generate(a)
+      with workdir.lock(a.out):
+        _generate(a)
     elif a.cmd == "inspect":
       _inspect(a)
     else:
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
   except (backends.GenerationError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except workdir.WorkdirInUse as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   return 0
 
 

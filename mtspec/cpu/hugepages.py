@@ -1,10 +1,10 @@
 """Back XLA:CPU's per-step scratch memory with transparent huge pages (Linux, glibc >= 2.35).
 
-XLA:CPU allocates the step's scratch block (about 1 GiB for the small benchmark shape) afresh
-every step; glibc maps it with mmap and unmaps it on free, so each step takes ~260k page faults
-(~0.45 s of kernel time). With the glibc tunable below, malloc asks for huge pages instead:
-~1k faults per step and ~12% faster steps (measured with `python -m mtspec.profile_step`).
-glibc reads tunables only at process start, hence the re-exec. Elsewhere it is a no-op.
+XLA:CPU allocates the step's scratch block afresh every step; glibc maps it with mmap and
+unmaps it on free, so every step faults its 4 KiB pages in again. With the glibc tunable below,
+malloc asks for huge pages instead (README.md, Benchmark; `python -m mtspec.profile_step`
+measures it). glibc reads tunables only at process start, hence the re-exec, which each entry
+point runs before anything else. Elsewhere it is a no-op.
 """
 import os
 import sys

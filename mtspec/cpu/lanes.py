@@ -1,16 +1,17 @@
 """An experiment tree's branches trained side by side on a CPU: one process per lane.
 
-XLA:CPU spreads a small model's step over the cores poorly: the toy default's step takes
-0.34 s on two cores but 0.48 s on one, so two processes pinned to one core each train 1.4x
-as many steps (`python -m mtspec.profile_step`; docs/toy/research_log.md, "Lanes"). The
-branches of a tree are independent runs, so on a CPU they are dealt into lanes, each a
-process pinned to its own share of the cores that trains its runs one after another.
+XLA:CPU spreads a small model's step over the cores poorly, so several processes pinned to
+a share of the cores each train more steps than one process on all of them (docs/toy/
+research_log.md, Lanes). The branches of a tree are independent runs, so on a CPU they are
+dealt into lanes, each a process pinned to its own share of the cores that trains its runs
+one after another. While the last lanes train, the experiment's own process works on the
+cores of the lanes that have finished (train_branches' on_idle).
 
 XLA:CPU's last bits depend on the thread count (the embedding's gradient), so a branch's
 core count is fixed by the machine and the tree, never by what is left to train: a resumed
 branch trains on as many cores as it would have, and ends with the same params.
 
-  python -m mtspec.lanes <job.pkl>   # a lane (started by run_lanes, not by hand)
+  python -m mtspec.cpu.lanes <job.pkl>   # a lane (started by run_lanes, not by hand)
 """
 from __future__ import annotations
 
@@ -32,17 +33,10 @@ def cpu_count() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 1
 
 
-def lane_count(requested: int, n_runs: int) -> int:
-  """requested > 0: that many; 0: one per core on a single-process CPU job, else 1."""
-  import jax
-  if requested > 1 and jax.process_count() > 1:
-    from mtspec.errors import ConfigError
-    raise ConfigError(f'config.experiment.lanes={requested}: lanes are processes of one '
-                      f'machine; this job has {jax.process_count()} processes (set lanes=1)')
-  if requested > 0:
-    return max(1, min(requested, n_runs))
-  if (jax.default_backend() != 'cpu' or jax.process_count() > 1
-      or not hasattr(os, 'sched_setaffinity')):
+def auto_count(n_runs: int) -> int:
+  """Lanes for n_runs runs on this CPU: one per core, at most MAX_AUTO_LANES; 1 where the OS
+  cannot pin."""
+  if not hasattr(os, 'sched_setaffinity'):
     return 1
   return max(1, min(cpu_count(), MAX_AUTO_LANES, n_runs))
 
@@ -76,7 +70,8 @@ def _env() -> dict:
   """The lane's environment: this process's, plus the repository on the path and the
   persistent compilation cache."""
   import jax
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # finds mtspec anywhere
+  here = os.path.abspath(__file__)  # <root>/mtspec/cpu/lanes.py: finds mtspec anywhere
+  root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       filter(None, [root, os.environ.get('PYTHONPATH', '')])))
   cache = jax.config.jax_compilation_cache_dir
@@ -138,8 +133,8 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
                    'show_progress': show_progress}, f)
     print(f'lane {i} (cores {",".join(map(str, cpus[i])) or "unpinned"}): '
           f'{", ".join(name for name, _, _ in runs)}', flush=True)
-    procs.append((i, runs, path, subprocess.Popen([sys.executable, '-m', 'mtspec.lanes', path],
-                                                  env=_env())))
+    procs.append((i, runs, path, subprocess.Popen(
+        [sys.executable, '-m', 'mtspec.cpu.lanes', path], env=_env())))
   try:
     codes = _wait([p for *_, p in procs], cpus, on_idle)
   finally:
@@ -160,6 +155,26 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
       from mtspec.trainer import NonFiniteLoss
       raise NonFiniteLoss(msg)
     raise LaneError(msg)
+
+
+def train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool = True,
+                   on_idle=None) -> dict:
+  """Trains the pending runs (name -> (config, workdir, steps, description)) in n_lanes lanes
+  side by side; returns name -> summary. on_idle({name: summary} of the runs complete so
+  far): called again and again, on the freed cores, while the last lanes train (see _wait)."""
+  from mtspec import experiment
+  for *_, what in pending.values():
+    print(what)
+  steps = {name: p[2] for name, p in pending.items()}
+  jobs = [[(name, *pending[name][:2]) for name in lane] for lane in deal(steps, n_lanes)]
+  complete = {}  # a complete run stays complete: read each summary once
+
+  def idle():
+    complete.update({name: experiment.read_summary(p[1]) for name, p in pending.items()
+                     if name not in complete and experiment.is_complete(p[1], p[2])})
+    on_idle(complete)
+  run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress, on_idle and idle)
+  return {name: experiment.read_summary(p[1]) for name, p in pending.items()}
 
 
 def _read_error(job_path: str) -> dict:
