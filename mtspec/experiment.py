@@ -18,7 +18,7 @@ import os
 
 import jax
 
-from mtspec import phases as phases_lib, trainer
+from mtspec import phases as phases_lib, run_summary, trainer
 from mtspec.errors import ConfigError
 
 
@@ -32,14 +32,6 @@ def run_config(cfg, name: str, phase_order, seed: int, tokenizer: str, data_dir:
     c.data.tokenizer, c.data.tfds_data_dir = tokenizer, data_dir
     c.init.checkpoint, c.init.mode = init_checkpoint, init_mode
   return c
-
-
-def is_complete(workdir: str, total_steps: int) -> bool:
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    return json.load(f).get('step') == total_steps
 
 
 def _final_lineage(summary: dict) -> dict:
@@ -67,7 +59,7 @@ def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) ->
   if trunk is None or tuple(trunk['phases']) != phases:
     raise ConfigError(f'{key}={src!r}: its trunk ran phases '
                       f'{trunk and trunk["phases"]}, this config\'s trunk runs {list(phases)}')
-  if not is_complete(trunk['workdir'], total_steps):
+  if not run_summary.is_complete(trunk['workdir'], total_steps):
     raise ConfigError(f'{key}={src!r}: its trunk ({trunk["workdir"]}) has not completed the '
                       f'{total_steps} steps this config\'s trunk runs')
   if tokenizer and _sha256(tree['tokenizer']) != _sha256(tokenizer):
@@ -85,11 +77,6 @@ def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
   names = sorted({s for p in cfg.phases.values() for s, w in dict(p.weights).items() if w > 0})
   sources = trainer.open_sources(cfg, names, data_dir)
   return trainer.load_or_train_tokenizer(cfg, workdir, sources).path
-
-
-def read_summary(run_dir: str) -> dict:
-  with open(os.path.join(run_dir, 'summary.json')) as f:
-    return json.load(f)
 
 
 def _train(rcfg, run_dir: str, show_progress: bool) -> dict:
@@ -149,8 +136,8 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
       summaries[name] = borrowed_trunk(os.path.abspath(exp.trunk_from), order, total, tokenizer)
       print(f'trunk: from {summaries[name]["workdir"]}, not retrained')
       continue
-    if is_complete(run_dir, total):
-      summaries[name] = read_summary(run_dir)
+    if run_summary.is_complete(run_dir, total):
+      summaries[name] = run_summary.read(run_dir)
       print(f'{name}: complete, skipped')
       continue
     what = f'{name}: phases {" -> ".join(order)}' + (f' from {init}' if init else '')

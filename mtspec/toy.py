@@ -195,4 +195,5 @@ if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
   from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
   hugepages.reexec_with_huge_pages()
-  app.run(main)
+  from mtspec import cli
+  app.run(main, flags_parser=cli.parse_flags)

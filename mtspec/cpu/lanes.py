@@ -162,7 +162,7 @@ def train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: boo
   """Trains the pending runs (name -> (config, workdir, steps, description)) in n_lanes lanes
   side by side; returns name -> summary. on_idle({name: summary} of the runs complete so
   far): called again and again, on the freed cores, while the last lanes train (see _wait)."""
-  from mtspec import experiment
+  from mtspec import run_summary
   for *_, what in pending.values():
     print(what)
   steps = {name: p[2] for name, p in pending.items()}
@@ -170,11 +170,11 @@ def train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: boo
   complete = {}  # a complete run stays complete: read each summary once
 
   def idle():
-    complete.update({name: experiment.read_summary(p[1]) for name, p in pending.items()
-                     if name not in complete and experiment.is_complete(p[1], p[2])})
+    complete.update({name: run_summary.read(p[1]) for name, p in pending.items()
+                     if name not in complete and run_summary.is_complete(p[1], p[2])})
     on_idle(complete)
   run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress, on_idle and idle)
-  return {name: experiment.read_summary(p[1]) for name, p in pending.items()}
+  return {name: run_summary.read(p[1]) for name, p in pending.items()}
 
 
 def _read_error(job_path: str) -> dict:

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
   g.add_argument("--concurrency", type=int, default=8)
   g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
   g.add_argument("--max-retries", type=int, default=6)
-  g.add_argument("--backoff", type=float, default=1.0, help="first retry wait, doubling")
+  g.add_argument("--backoff", type=float, default=1.0, help="first wait before retrying an unreadable 200 reply, doubling (the SDKs time their own retries)")
   g.add_argument("--max-tokens", type=int, default=2048)
   g.add_argument("--temperature", type=float, default=1.0)
   g.add_argument("--price-in", type=float, help="USD per million input tokens")
