@@ -88,18 +88,3 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
   run.jitted = jitted
   return run
 
-
-def make_eval_loss(graphdef, shardings: dict, mesh):
-  batch_shard = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
-
-  def loss(params, batch):
-    l, w = weighted_loss_sums(params, graphdef, batch)
-    return l / jnp.maximum(w, 1.0)
-
-  jitted = jax.jit(loss, in_shardings=(shardings['params'], batch_shard))
-
-  def run(params, batch):
-    with jax.set_mesh(mesh):
-      return jitted(params, batch)
-
-  return run

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 
 from mtspec import sharding
 from mtspec.model import Transformer
@@ -36,14 +36,10 @@ def _model_shapes(model_cfg: ml_collections.FrozenConfigDict) -> ModelShapes:
   return ModelShapes(graphdef, nnx.to_pure_dict(state), nnx.to_pure_dict(axes))
 
 
-def flat_params(tree: dict, prefix=()):
-  """(dotted name, leaf) pairs of a nested params dict, in a stable order."""
-  for k in sorted(tree, key=str):
-    v = tree[k]
-    if isinstance(v, dict):
-      yield from flat_params(v, prefix + (str(k),))
-    else:
-      yield '.'.join(prefix + (str(k),)), v
+def flat_params(tree: dict) -> list[tuple[str, Any]]:
+  """(dotted name, leaf) pairs of a nested params dict, sorted by name."""
+  flat = {tuple(map(str, path)): leaf for path, leaf in traverse_util.flatten_dict(tree).items()}
+  return [('.'.join(path), flat[path]) for path in sorted(flat)]
 
 
 def param_shardings(mesh, shapes: ModelShapes) -> dict:

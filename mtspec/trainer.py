@@ -16,6 +16,7 @@ from mtspec import config as config_lib
 from mtspec import lineage, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
+from mtspec.checkpoint import checkpoint_params  # noqa: F401  (re-exported for tests)
 from mtspec.data import chat, pipeline, sources as sources_lib, tokenizer as tok_lib
 from mtspec.data.shards import ShardedBatches
 
@@ -304,8 +305,3 @@ def _write_phase_pointer(workdir: str, phase: str, step: int, path: str):
     json.dump({'phase': phase, 'step': step, 'path': path}, f)
   os.replace(tmp, os.path.join(workdir, 'phases', f'{phase}.json'))
 
-
-def checkpoint_params(workdir: str, step: int | None = None):
-  """The params of one of a run's checkpoints, as numpy arrays."""
-  from mtspec.checkpoint import load_params
-  return load_params(os.path.join(workdir, 'checkpoints'), step)[0]
