@@ -4,8 +4,6 @@ Every parameter carries `logical_axes` metadata; sharding.py maps those names to
 Shape suffixes: B batch, T query length, S key length, D model width, N query heads,
 K key/value heads, H head width, F MLP width, V vocabulary.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -55,9 +53,8 @@ def rope(x_BTNH, positions_BT, theta: float, scaling=()):
   angles_BTh = positions_BT[..., None].astype(jnp.float32) * freqs
   sin_BTh, cos_BTh = jnp.sin(angles_BTh), jnp.cos(angles_BTh)
   # [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin], written as x * [cos, cos] + flip(x) *
-  # [-sin, sin] over a (2, H/2) split of the last axis: same products and sums as the
-  # split/concatenate form, but it fuses into cheaper XLA:CPU loops (measured ~14 ms less per
-  # layer, forward + backward, on the small CPU benchmark shape).
+  # [-sin, sin] over a (2, H/2) split of the last axis: the same products and sums as the
+  # split/concatenate form, in a shape that fuses into cheaper XLA:CPU loops.
   x_BTN2h = x_BTNH.astype(jnp.float32).reshape(x_BTNH.shape[:-1] + (2, half))
   cos_BT12h = jnp.stack([cos_BTh, cos_BTh], axis=-2)[:, :, None]
   sin_BT12h = jnp.stack([-sin_BTh, sin_BTh], axis=-2)[:, :, None]
@@ -68,11 +65,10 @@ def rope(x_BTNH, positions_BT, theta: float, scaling=()):
 def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):
   """Contracts the last `n_contract` axes of x with the first `n_contract` axes of w.
 
-  Written as one 2-D (rows x K) @ (K x N) matmul: XLA:CPU keeps every dot of the forward and
-  backward pass in a layout its GEMM library takes directly, whereas the equivalent 3-D einsums
-  ('btd,dnh->btnh', ...) differentiate into dots that need large transposed copies of the
-  activation gradients (measured: ~2x slower fwd+bwd for the MLP on CPU). Same math, same
-  float32 results.
+  Written as one 2-D (rows x K) @ (K x N) matmul: XLA:CPU then keeps every dot of the forward
+  and backward pass in a layout its GEMM library takes directly, where the equivalent 3-D
+  einsums ('btd,dnh->btnh', ...) differentiate into dots that need large transposed copies of
+  the activation gradients. Same math, same float32 results.
   """
   k_shape, n_shape = w.shape[:n_contract], w.shape[n_contract:]
   lead = x.shape[:x.ndim - n_contract]
@@ -93,107 +89,24 @@ def attention_mask(segment_ids_BT):
   return (same_BTS & causal_TS)[:, None]
 
 
-# ----------------------------------------------------------------------------------------------
-# Masked softmax attention ('xla' implementation).
-#
-# Same math as jax.nn.dot_product_attention(q, k, v, mask=mask) (float32 logits and softmax,
-# masked logits set to -0.7 * float32 max, probabilities cast to the value dtype), restructured
-# for speed (measured on CPU, see mtspec/profile_step.py):
-# * queries are split into C causal chunks; chunk i only multiplies against keys [0, (i+1)T/C),
-#   so the fully masked upper-right blocks are never computed (-37.5% work for C=4);
-# * a custom VJP with the flash-attention backward (dS = P * (dP - rowsum(dO * O))), which
-#   needs no reduction over the (T, S) tensor and keeps every product in a layout the CPU GEMM
-#   library takes directly; masked entries get exactly zero gradient.
-# A chunk is one batched product over (batch, kv head) with the G = N/K query heads of a
-# kv head stacked along the rows, so grouped-query attention never materialises repeated keys.
-# Suffixes: C chunks, Q = G * T/C stacked query rows, L keys visible to a chunk.
-# ----------------------------------------------------------------------------------------------
-def _masked_value(dtype):
-  return jnp.asarray(-0.7 * float(jnp.finfo(jnp.float32).max), dtype)
+def _xla_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_B1TS)
 
 
-def _num_query_chunks(T: int, S: int) -> int:
-  if S != T:
-    return 1
-  for c in (4, 2):
-    if T % c == 0 and T // c >= 64:
-      return c
-  return 1
+def _cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
+  del mask_B1TS  # flash attention is causal over the whole row: one document per row
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True,
+                                      implementation='cudnn')
 
 
-def _chunk_forward(q_BKQH, k_BKLH, v_BKLH, mask_B1QL, scale):
-  s_BKQL = jnp.einsum('bkqh,bklh->bkql', q_BKQH, k_BKLH, preferred_element_type=jnp.float32)
-  s_BKQL = jnp.where(mask_B1QL, s_BKQL * jnp.float32(scale), _masked_value(jnp.float32))
-  p_BKQL = jax.nn.softmax(s_BKQL, axis=-1).astype(v_BKLH.dtype)
-  return jnp.einsum('bkql,bklh->bkqh', p_BKQL, v_BKLH), p_BKQL
-
-
-def _chunk_backward(q_BKQH, k_BKLH, v_BKLH, mask_B1QL, p_BKQL, o_BKQH, do_BKQH, scale):
-  f32 = jnp.float32
-  dv_BKLH = jnp.einsum('bkql,bkqh->bklh', p_BKQL, do_BKQH)
-  dp_BKQL = jnp.einsum('bkqh,bklh->bkql', do_BKQH, v_BKLH, preferred_element_type=f32)
-  rowsum_BKQ1 = jnp.sum(do_BKQH.astype(f32) * o_BKQH.astype(f32), axis=-1, keepdims=True)
-  ds_BKQL = jnp.where(mask_B1QL, p_BKQL.astype(f32) * (dp_BKQL - rowsum_BKQ1), 0.0)
-  ds_BKQL = (ds_BKQL * f32(scale)).astype(q_BKQH.dtype)
-  dq_BKQH = jnp.einsum('bkql,bklh->bkqh', ds_BKQL, k_BKLH)
-  dk_BKLH = jnp.einsum('bkql,bkqh->bklh', ds_BKQL, q_BKQH)
-  return dq_BKQH, dk_BKLH, dv_BKLH
-
-
-def _chunked_attention_fwd(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale):
-  C, S = q_CBKQH.shape[0], k_BKSH.shape[2]
-  outs, probs = [], []
-  for i in range(C):
-    L = (i + 1) * S // C
-    o, p = _chunk_forward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                          mask_CB1QS[i][..., :L], scale)
-    outs.append(o)
-    probs.append(p)
-  o_CBKQH = jnp.stack(outs)
-  return o_CBKQH, (q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, probs, o_CBKQH)
-
-
-def _chunked_attention_bwd(scale, res, do_CBKQH):
-  q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, probs, o_CBKQH = res
-  C, S = q_CBKQH.shape[0], k_BKSH.shape[2]
-  dqs, dk_BKSH, dv_BKSH = [], None, None
-  for i in range(C):
-    L = (i + 1) * S // C
-    dq, dk, dv = _chunk_backward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                                 mask_CB1QS[i][..., :L], probs[i], o_CBKQH[i], do_CBKQH[i],
-                                 scale)
-    dqs.append(dq)
-    pad = ((0, 0), (0, 0), (0, S - L), (0, 0))
-    dk, dv = jnp.pad(dk, pad), jnp.pad(dv, pad)
-    dk_BKSH = dk if dk_BKSH is None else dk_BKSH + dk
-    dv_BKSH = dv if dv_BKSH is None else dv_BKSH + dv
-  return jnp.stack(dqs), dk_BKSH, dv_BKSH, None
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _chunked_attention(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale):
-  return _chunked_attention_fwd(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale)[0]
-
-
-_chunked_attention.defvjp(_chunked_attention_fwd, _chunked_attention_bwd)
-
-
-def masked_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
-  """softmax(q k^T / sqrt(H), masked) v with grouped-query heads; returns (B, T, N, H)."""
-  B, T, N, H = q_BTNH.shape
-  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
-  G = N // K
-  C = _num_query_chunks(T, S)
-  q_CBKQH = (q_BTNH.reshape(B, C, T // C, K, G, H).transpose(1, 0, 3, 4, 2, 5)
-             .reshape(C, B, K, G * (T // C), H))
-  mask_CB1GQS = jnp.broadcast_to(
-      mask_B1TS.reshape(B, 1, C, T // C, S).transpose(2, 0, 1, 3, 4)[:, :, :, None],
-      (C, B, 1, G, T // C, S))
-  mask_CB1QS = mask_CB1GQS.reshape(C, B, 1, G * (T // C), S)
-  o_CBKQH = _chunked_attention(q_CBKQH, k_BSKH.transpose(0, 2, 1, 3),
-                               v_BSKH.transpose(0, 2, 1, 3), mask_CB1QS, 1.0 / H ** 0.5)
-  return (o_CBKQH.reshape(C, B, K, G, T // C, H).transpose(1, 0, 4, 2, 3, 5)
-          .reshape(B, T, N, H))
+def attention_fn(kind: str):
+  """The attention that config model.attention names: (q, k, v, mask) -> (B, T, N, H)."""
+  if kind == 'cudnn':
+    return _cudnn_attention
+  if kind == 'cpu_chunked':
+    from mtspec.cpu import attention  # imported only when selected: accelerators never need it
+    return attention.masked_attention
+  return _xla_attention
 
 
 class Attention(nnx.Module):
@@ -238,11 +151,7 @@ class Attention(nnx.Module):
       o_BTNH = jax.nn.dot_product_attention(q_BTNH, cache['k'].astype(dt),
                                             cache['v'].astype(dt), mask=mask_B1TS)
       return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2), cache
-    if cfg.attention == 'cudnn':  # flash attention; assumes one document per row
-      o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
-                                            implementation='cudnn')
-    else:
-      o_BTNH = masked_attention(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
+    o_BTNH = attention_fn(cfg.attention)(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
     return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2)
 
 

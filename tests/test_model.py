@@ -110,3 +110,26 @@ def test_qwen_options_build_and_run(tiny_config):
   m = model.Transformer(cfg, nnx.Rngs(0))
   assert m.layers[0].attn.wq[...].shape == (cfg.d_model, cfg.n_heads, 32)
   assert m(jnp.zeros((1, 8), jnp.int32)).shape == (1, 8, cfg.vocab_size)
+
+
+@pytest.mark.parametrize('T', [64, 128, 256])  # 1, 2 and 4 query chunks
+def test_cpu_chunked_attention_matches_xla(tiny_config, T):
+  """The CPU kernel (config model.attention='cpu_chunked') computes plain masked attention."""
+  from mtspec.bench import synthetic_batch
+  batch = synthetic_batch(tiny_config.model.vocab_size, 2, T)
+  batch['segment_ids'][1, T // 3:] = 2  # two packed documents in the second row
+  l0, g0 = _loss_and_grads(tiny_config.model, batch)
+  tiny_config.model.attention = 'cpu_chunked'
+  l1, g1 = _loss_and_grads(tiny_config.model, batch)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), g1, g0)
+
+
+def test_the_default_attention_never_imports_the_cpu_kernels():
+  code = ('import sys, jax.numpy as jnp; from flax import nnx; from configs import lm; '
+          'from mtspec import model, step, train_state; '
+          "cfg = lm.get_config('tiny').model; model.Transformer(cfg, nnx.Rngs(0))"
+          '(jnp.zeros((1, 8), jnp.int32)); '
+          "assert not [m for m in sys.modules if m.startswith('mtspec.cpu')]")
+  from conftest import run_module
+  run_module(['-c', code])
