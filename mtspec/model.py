@@ -75,8 +75,6 @@ def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):
   k = 1
   for d in k_shape:
     k *= d
-  if hasattr(w, 'apply'):  # lora.DroppedOutAdapter: LoRA with dropout, adapter unmerged
-    return w.apply(x.reshape(-1, k), preferred_element_type).reshape(lead + n_shape)
   y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
   return y.reshape(lead + n_shape)
 
@@ -109,7 +107,16 @@ def attention_fn(kind: str):
   return _xla_attention
 
 
-class Attention(nnx.Module):
+class Linears(nnx.Module):
+  """A module whose weights meet the activations only through `linear`."""
+
+  def linear(self, name: str, x, n_contract: int = 1):
+    """x times the weight `name` in the compute dtype, contracting its first n_contract axes."""
+    # Weights are applied only here, so module surgery can wrap the op without this file knowing.
+    return _matmul(x, getattr(self, name)[...].astype(self.dtype), n_contract)
+
+
+class Attention(Linears):
 
   def __init__(self, cfg, rngs: nnx.Rngs):
     D, N, K, H = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
@@ -125,14 +132,14 @@ class Attention(nnx.Module):
     if cfg.qk_norm:
       self.q_norm = RMSNorm(H, cfg.norm_eps, pd, rngs)
       self.k_norm = RMSNorm(H, cfg.norm_eps, pd, rngs)
-    self.cfg = cfg
+    self.cfg, self.dtype = cfg, jnp.dtype(cfg.dtype)
 
-  def __call__(self, x_BTD, positions_BT, mask_B1TS, cache=None):
-    """With `cache` ({'k', 'v': (B, S, K, H), 'index'}), also returns the updated cache."""
-    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
-    q_BTNH = _matmul(x_BTD, self.wq[...].astype(dt))
-    k_BTKH = _matmul(x_BTD, self.wk[...].astype(dt))
-    v_BTKH = _matmul(x_BTD, self.wv[...].astype(dt))
+  def _qkv(self, x_BTD, positions_BT):
+    """Queries, keys and values of x, with biases, norms and RoPE applied."""
+    cfg, dt = self.cfg, self.dtype
+    q_BTNH = self.linear('wq', x_BTD)
+    k_BTKH = self.linear('wk', x_BTD)
+    v_BTKH = self.linear('wv', x_BTD)
     if cfg.qkv_bias:
       q_BTNH += self.bq[...].astype(dt)
       k_BTKH += self.bk[...].astype(dt)
@@ -144,18 +151,27 @@ class Attention(nnx.Module):
     k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta, scaling)
     q_BTNH = sharding.constrain(q_BTNH, ('batch', 'seq', 'act_heads', None))
     k_BTKH = sharding.constrain(k_BTKH, ('batch', 'seq', 'act_kv_heads', None))
-    if cache is not None:  # decoding: write the new keys/values at `index`, attend to all
-      at = (0, cache['index'], 0, 0)
-      cache = {**cache, 'k': jax.lax.dynamic_update_slice(cache['k'], k_BTKH.astype(cache['k'].dtype), at),
-               'v': jax.lax.dynamic_update_slice(cache['v'], v_BTKH.astype(cache['v'].dtype), at)}
-      o_BTNH = jax.nn.dot_product_attention(q_BTNH, cache['k'].astype(dt),
-                                            cache['v'].astype(dt), mask=mask_B1TS)
-      return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2), cache
-    o_BTNH = attention_fn(cfg.attention)(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
-    return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2)
+    return q_BTNH, k_BTKH, v_BTKH
+
+  def __call__(self, x_BTD, positions_BT, mask_B1TS):
+    q_BTNH, k_BTKH, v_BTKH = self._qkv(x_BTD, positions_BT)
+    o_BTNH = attention_fn(self.cfg.attention)(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
+    return self.linear('wo', o_BTNH, n_contract=2)
+
+  def decode(self, x_BTD, positions_BT, mask_B1TS, cache):
+    """Writes the new keys/values into `cache` ({'k', 'v': (B, S, K, H), 'index'}) at its
+    index and attends to all of it; returns (output, updated cache)."""
+    dt = self.dtype
+    q_BTNH, k_BTKH, v_BTKH = self._qkv(x_BTD, positions_BT)
+    at = (0, cache['index'], 0, 0)
+    k_BSKH = jax.lax.dynamic_update_slice(cache['k'], k_BTKH.astype(cache['k'].dtype), at)
+    v_BSKH = jax.lax.dynamic_update_slice(cache['v'], v_BTKH.astype(cache['v'].dtype), at)
+    o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH.astype(dt), v_BSKH.astype(dt),
+                                          mask=mask_B1TS)
+    return self.linear('wo', o_BTNH, n_contract=2), {**cache, 'k': k_BSKH, 'v': v_BSKH}
 
 
-class MLP(nnx.Module):
+class MLP(Linears):
   """SwiGLU."""
 
   def __init__(self, cfg, rngs: nnx.Rngs):
@@ -166,11 +182,10 @@ class MLP(nnx.Module):
     self.dtype = jnp.dtype(cfg.dtype)
 
   def __call__(self, x_BTD):
-    dt = self.dtype
-    gate_BTF = _matmul(x_BTD, self.w_gate[...].astype(dt))
-    up_BTF = _matmul(x_BTD, self.w_up[...].astype(dt))
+    gate_BTF = self.linear('w_gate', x_BTD)
+    up_BTF = self.linear('w_up', x_BTD)
     h_BTF = sharding.constrain(jax.nn.silu(gate_BTF) * up_BTF, ('batch', 'seq', 'act_mlp'))
-    return _matmul(h_BTF, self.w_down[...].astype(dt))
+    return self.linear('w_down', h_BTF)
 
 
 class Block(nnx.Module):
@@ -182,14 +197,15 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs)
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x_BTD, positions_BT, mask_B1TS, cache=None):
-    if cache is not None:
-      a_BTD, cache = self.attn(self.attn_norm(x_BTD), positions_BT, mask_B1TS, cache)
-      x_BTD = x_BTD + a_BTD
-      return x_BTD + self.mlp(self.mlp_norm(x_BTD)), cache
+  def __call__(self, x_BTD, positions_BT, mask_B1TS):
     x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), positions_BT, mask_B1TS)
     x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
     return sharding.constrain(x_BTD, ('batch', 'seq', 'act_embed'))
+
+  def decode(self, x_BTD, positions_BT, mask_B1TS, cache):
+    a_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), positions_BT, mask_B1TS, cache)
+    x_BTD = x_BTD + a_BTD
+    return x_BTD + self.mlp(self.mlp_norm(x_BTD)), cache
 
 
 REMAT_POLICIES = {
@@ -215,48 +231,8 @@ class Transformer(nnx.Module):
       self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ('embed', 'vocab'), pd)
     self.cfg = cfg
 
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache=None):
-    """Float32 logits (B, T, V); with a KV cache (see init_cache), (logits, new cache)."""
-    if cache is not None:
-      return self._decode(tokens_BT, positions_BT, segment_ids_BT, cache)
-    return self._forward(tokens_BT, positions_BT, segment_ids_BT)
-
-  def _decode(self, tokens_BT, positions_BT, segment_ids_BT, cache):
-    """Appends T tokens at cache['index']; pads (segment id 0) are never attended to."""
-    dt = jnp.dtype(self.cfg.dtype)
-    T, S = tokens_BT.shape[1], cache['valid'].shape[1]
-    index = cache['index']
-    valid_BS = jax.lax.dynamic_update_slice(cache['valid'], segment_ids_BT != 0, (0, index))
-    slot_T = index + jnp.arange(T)
-    mask_B1TS = ((jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None])[:, None]
-    x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt)
-    layers = []
-    for block, layer_cache in zip(self.layers, cache['layers']):
-      x_BTD, layer_cache = block(x_BTD, positions_BT, mask_B1TS, {**layer_cache, 'index': index})
-      layers.append({'k': layer_cache['k'], 'v': layer_cache['v']})
-    logits_BTV = self._logits(self.final_norm(x_BTD))
-    return logits_BTV, {'index': index + T, 'valid': valid_BS, 'layers': layers}
-
-  def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
-    H = head_dim(self.cfg)
-    shape = (batch, max_len, self.cfg.n_kv_heads, H)
-    dtype = dtype or jnp.dtype(self.cfg.dtype)
-    return {'index': jnp.zeros((), jnp.int32), 'valid': jnp.zeros((batch, max_len), jnp.bool_),
-            'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
-                       for _ in self.layers]}
-
-  def _logits(self, x_BTD):
-    dt = jnp.dtype(self.cfg.dtype)
-    if self.cfg.tie_embeddings:
-      logits_BTV = _matmul(x_BTD, self.embed[...].astype(dt).T,
-                           preferred_element_type=jnp.float32)
-    else:
-      logits_BTV = _matmul(x_BTD, self.lm_head[...].astype(dt),
-                           preferred_element_type=jnp.float32)
-    return sharding.constrain(logits_BTV, ('batch', 'seq', 'act_vocab'))
-
-  def _forward(self, tokens_BT, positions_BT=None, segment_ids_BT=None):
-    """Returns float32 logits (B, T, V)."""
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None):
+    """Float32 logits (B, T, V); packed documents (segment ids) never attend to each other."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     B, T = tokens_BT.shape
     if positions_BT is None:
@@ -272,6 +248,38 @@ class Transformer(nnx.Module):
     for block in self.layers:
       x_BTD = apply(block, x_BTD, positions_BT, mask_B1TS)
     return self._logits(self.final_norm(x_BTD))
+
+  def decode(self, tokens_BT, positions_BT, segment_ids_BT, cache):
+    """Appends T tokens at cache['index'] (see init_cache); returns (float32 logits, new
+    cache). Pads (segment id 0) are never attended to."""
+    dt = jnp.dtype(self.cfg.dtype)
+    T, S = tokens_BT.shape[1], cache['valid'].shape[1]
+    index = cache['index']
+    valid_BS = jax.lax.dynamic_update_slice(cache['valid'], segment_ids_BT != 0, (0, index))
+    slot_T = index + jnp.arange(T)
+    mask_B1TS = ((jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None])[:, None]
+    x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt)
+    layers = []
+    for block, layer_cache in zip(self.layers, cache['layers']):
+      x_BTD, layer_cache = block.decode(x_BTD, positions_BT, mask_B1TS,
+                                        {**layer_cache, 'index': index})
+      layers.append({'k': layer_cache['k'], 'v': layer_cache['v']})
+    logits_BTV = self._logits(self.final_norm(x_BTD))
+    return logits_BTV, {'index': index + T, 'valid': valid_BS, 'layers': layers}
+
+  def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+    H = head_dim(self.cfg)
+    shape = (batch, max_len, self.cfg.n_kv_heads, H)
+    dtype = dtype or jnp.dtype(self.cfg.dtype)
+    return {'index': jnp.zeros((), jnp.int32), 'valid': jnp.zeros((batch, max_len), jnp.bool_),
+            'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+                       for _ in self.layers]}
+
+  def _logits(self, x_BTD):
+    dt = jnp.dtype(self.cfg.dtype)
+    w_DV = self.embed[...].astype(dt).T if self.cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    logits_BTV = _matmul(x_BTD, w_DV, preferred_element_type=jnp.float32)
+    return sharding.constrain(logits_BTV, ('batch', 'seq', 'act_vocab'))
 
 
 def head_dim(cfg) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
-from mtspec import lineage, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
+from mtspec import lineage, lora, memory, metrics as metrics_lib, model as model_lib, optim, phases as phases_lib
 from mtspec import sharding, step as step_lib, train_state
 from mtspec.checkpoint import Checkpointer, restore_from_path
 from mtspec.checkpoint import checkpoint_params  # noqa: F401  (re-exported for tests)
@@ -77,12 +77,6 @@ def load_or_train_tokenizer(cfg, workdir: str, sources: dict) -> tok_lib.Tokeniz
   return tok
 
 
-def lora_cfg(cfg) -> tuple:
-  """(alpha, rank, dropout, seed) for the train step."""
-  l = cfg.lora
-  return float(l.alpha), int(l.rank), float(l.dropout), int(cfg.train.seed)
-
-
 class Run:
   """Everything one training run needs, built once from the config (validated first)."""
 
@@ -112,7 +106,7 @@ class Run:
                                      keep_steps=[p.end for p in self.plan])
     step = step_lib.make_train_step(
         self.shapes.graphdef, self.optimizer, self.schedule, cfg.train.grad_accum,
-        self.shardings, self.mesh, lora_cfg(cfg) if self.lora else None,
+        self.shardings, self.mesh, lora.settings(cfg),
         self.base_shardings)
     self.train_step = lambda state, batch: step(state, batch, self.base)
 
