@@ -8,7 +8,10 @@ import os
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from mtspec import train_state
 
 
 class _DataStateSnapshot:
@@ -39,14 +42,8 @@ class Checkpointer:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def read_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
-
-  def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
 
   def save(self, step: int, state, data_iterator, meta: dict, force: bool = False) -> bool:
     return self.manager.save(step, args=ocp.args.Composite(
@@ -70,16 +67,11 @@ class Checkpointer:
     self.manager.close()
 
 
-def is_primary() -> bool:
-  return jax.process_index() == 0
-
-
 def load_params(directory: str, step: int | None = None):
   """The params of a checkpoint as host numpy arrays (latest step if none is given).
 
   Works whatever mesh or process count saved it.
   """
-  import numpy as np
   directory = os.path.abspath(directory)  # orbax reads no metadata through a relative path
   steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) \
       if os.path.isdir(directory) else []
@@ -99,12 +91,13 @@ def load_params(directory: str, step: int | None = None):
   return state['params'], step
 
 
-def _flat_shapes(tree, prefix=()):
-  if isinstance(tree, dict):
-    for k in sorted(tree, key=str):
-      yield from _flat_shapes(tree[k], prefix + (str(k),))
-  else:
-    yield '.'.join(prefix), tuple(tree.shape)
+def checkpoint_params(workdir: str, step: int | None = None):
+  """The params of one of a run's checkpoints (latest if no step), as numpy arrays."""
+  return load_params(os.path.join(workdir, 'checkpoints'), step)[0]
+
+
+def _shapes(tree) -> dict:
+  return {name: tuple(x.shape) for name, x in train_state.flat_params(tree)}
 
 
 def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
@@ -123,8 +116,8 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
   target = {k: abstract_state[k] for k in keys}
   with ocp.PyTreeCheckpointer() as ckptr:
     saved = ckptr.metadata(state_dir).item_metadata.tree
-    saved_shapes = dict(_flat_shapes(saved.get('params', {})))
-    for name, shape in _flat_shapes(target['params']):
+    saved_shapes = _shapes(saved.get('params', {}))
+    for name, shape in _shapes(target['params']).items():
       if name not in saved_shapes:
         raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} is missing there')
       if saved_shapes[name] != shape:

@@ -28,8 +28,8 @@ def validate_model(m, prefix: str = 'model'):
            f'expected one of {DTYPES}')
   _require(m.remat in ('none', 'full', 'dots'), f'{prefix}.remat', m.remat,
            'expected none, full or dots')
-  _require(m.attention in ('xla', 'cudnn'), f'{prefix}.attention', m.attention,
-           'expected xla or cudnn')
+  _require(m.attention in ('xla', 'cudnn', 'cpu_chunked'), f'{prefix}.attention', m.attention,
+           'expected xla, cudnn or cpu_chunked')
   _require(m.rope_theta > 0, f'{prefix}.rope_theta', m.rope_theta, 'must be positive')
   scaling = tuple(m.get('rope_scaling', ()))
   _require(not scaling or (len(scaling) == 4 and scaling[0] > 0 and scaling[2] > scaling[1]),

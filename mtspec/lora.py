@@ -2,11 +2,13 @@
 
 Adapters live in their own tree (the only thing the optimizer and checkpoints hold when the
 base is frozen) and are merged into the base params inside the jitted step, so the model
-code needs no LoRA branches. A is (in, rank) with a small random init, B is (rank, out)
-zero-initialised: at step 0 the adapted model equals the base exactly. The same adapter tree
-continues from one phase into the next like any other train state.
+code needs no LoRA branches; with dropout, `with_dropout` wraps the model's linear op instead.
+A is (in, rank) with a small random init, B is (rank, out) zero-initialised: at step 0 the
+adapted model equals the base exactly. The same adapter tree continues from one phase into
+the next like any other train state.
 """
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,61 +54,69 @@ def init(params: dict, names, rank: int, key, dtype=jnp.float32) -> dict:
   return adapters
 
 
-def _replace_adapted(params: dict, adapters: dict, replace) -> dict:
-  """A new params tree in which each adapted weight w becomes replace(w, ab, layer, index of
-  the target within the layer); the base tree is unchanged."""
+def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
+  """Base params with every adapter folded in (a new tree; the base is unchanged)."""
   layers = {}
   for i, layer in params['layers'].items():
     layer = {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
-    for j, (name, ab) in enumerate(sorted(adapters.get(i, {}).items())):
+    for name, ab in adapters.get(i, {}).items():
       module, weight = name.split('.')
-      layer[module][weight] = replace(layer[module][weight], ab, i, j)
+      w = layer[module][weight]
+      delta = (ab['a'] @ ab['b']).reshape(w.shape) * (alpha / rank)
+      layer[module][weight] = w + delta.astype(w.dtype)
     layers[i] = layer
   return {**params, 'layers': layers}
 
 
-def merge(params: dict, adapters: dict, alpha: float, rank: int) -> dict:
-  """Base params with every adapter folded in (a new tree; the base is unchanged)."""
-  def fold(w, ab, i, j):
-    delta = (ab['a'] @ ab['b']).reshape(w.shape) * (alpha / rank)
-    return w + delta.astype(w.dtype)
-  return _replace_adapted(params, adapters, fold)
+class Settings(NamedTuple):
+  alpha: float
+  rank: int
+  dropout: float
+  seed: int  # with the step, seeds the dropout masks
 
 
-class DroppedOutAdapter:
-  """A base weight with its adapter kept apart, for LoRA dropout (merging cannot express it):
-  x @ W + (alpha / rank) * dropout(x) @ A @ B, as PEFT computes it. It stands where the
-  model reads the weight (`w[...]`, `w.astype(dt)`) and `model._matmul` applies it; it exists
-  only inside the traced train step."""
+def settings(cfg) -> Settings | None:
+  """The config's LoRA settings, or None when it trains every parameter."""
+  if cfg.get('lora') is None or cfg.lora.rank <= 0:
+    return None
+  l = cfg.lora
+  return Settings(float(l.alpha), int(l.rank), float(l.dropout), int(cfg.train.seed))
 
-  def __init__(self, w, a, b, scale: float, rate: float, key, dtype=None):
-    self.w, self.a, self.b, self.scale, self.rate, self.key = w, a, b, scale, rate, key
-    self.dtype = dtype or w.dtype
-    self.shape = w.shape
 
-  def __getitem__(self, index):
-    assert index is Ellipsis, index
-    return self
+class _DroppedOut:
+  """Stands in for a module's `linear`: adapted weights give x W + scale * dropout(x) A B."""
 
-  def astype(self, dtype):
-    return DroppedOutAdapter(self.w, self.a, self.b, self.scale, self.rate, self.key, dtype)
+  def __init__(self, module, adapters: dict, scale: float, rate: float):
+    self.module, self.adapters, self.scale, self.rate = module, adapters, scale, rate
 
-  def apply(self, x2d, preferred_element_type=None):
-    """(rows, K) -> (rows, N): the base product plus the dropped-out adapter product."""
-    dt = self.dtype
-    y = jnp.dot(x2d, self.w.astype(dt).reshape(x2d.shape[1], -1),
-                preferred_element_type=preferred_element_type)
-    keep = jax.random.bernoulli(self.key, 1.0 - self.rate, x2d.shape)
+  def __call__(self, name: str, x, n_contract: int = 1):
+    if name not in self.adapters:
+      return type(self.module).linear(self.module, name, x, n_contract)
+    ab, key = self.adapters[name]
+    dt = self.module.dtype
+    w = getattr(self.module, name)[...].astype(dt)
+    # One 2-D view of x feeds both products, so x's gradient accumulates as in model._matmul.
+    x2d = x.reshape(-1, math.prod(w.shape[:n_contract]))
+    y = jnp.dot(x2d, w.reshape(x2d.shape[1], -1))
+    keep = jax.random.bernoulli(key, 1.0 - self.rate, x2d.shape)
     x_drop = jnp.where(keep, x2d / (1.0 - self.rate), 0).astype(dt)
-    delta = (x_drop @ self.a.astype(dt)) @ self.b.astype(dt)
-    return y + (self.scale * delta).astype(y.dtype)
+    delta = (x_drop @ ab['a'].astype(dt)) @ ab['b'].astype(dt)
+    y = y + (self.scale * delta).astype(y.dtype)
+    return y.reshape(x.shape[:x.ndim - n_contract] + w.shape[n_contract:])
 
 
-def with_dropout(params: dict, adapters: dict, alpha: float, rank: int, rate: float,
-                 key) -> dict:
-  """Base params with each adapted weight replaced by a DroppedOutAdapter (one dropout key
-  per layer and target)."""
-  def wrap(w, ab, i, j):
-    sub = jax.random.fold_in(jax.random.fold_in(key, int(i)), j)
-    return DroppedOutAdapter(w, ab['a'], ab['b'], alpha / rank, rate, sub)
-  return _replace_adapted(params, adapters, wrap)
+def with_dropout(model, adapters: dict, alpha: float, rank: int, rate: float, key):
+  """The base model (nnx, frozen params) with LoRA dropout as PEFT computes it: each adapted
+  weight W is applied as x W + (alpha / rank) * dropout(x) @ A @ B, the adapter kept apart
+  (merging cannot express a dropout of the input). Module surgery on `model`, which it
+  returns: each adapted module's `linear` is wrapped. One dropout key per layer and target."""
+  for i, targets in adapters.items():
+    per_module = {}
+    for j, (name, ab) in enumerate(sorted(targets.items())):
+      module, weight = name.split('.')
+      sub = jax.random.fold_in(jax.random.fold_in(key, int(i)), j)
+      per_module.setdefault(module, {})[weight] = (ab, sub)
+    for module, weights in per_module.items():
+      m = getattr(model.layers[int(i)], module)
+      m.linear = _DroppedOut(m, weights, alpha / rank, rate)
+  return model

@@ -30,7 +30,8 @@ class Estimate:
                                             'logits')] + [('total', self.total)]
     text = ', '.join(f'{k} {v / GIB:.2f}' for k, v in rows) + ' GiB per device'
     if device_gib:
-      text += f' (device has {device_gib:.0f} GiB: {"fits" if self.total / GIB < device_gib else "DOES NOT FIT"})'
+      fits = 'fits' if self.total / GIB < device_gib else 'DOES NOT FIT'
+      text += f' (device has {device_gib:.0f} GiB: {fits})'
     return text
 
 

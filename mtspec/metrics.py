@@ -46,8 +46,8 @@ def peak_flops_per_device(dtype: str, configured: float = 0.0) -> tuple[float, s
 
 def _summary_writer_class():
   """tensorboardX's SummaryWriter, imported lazily (only process 0 writes) and without
-  torch: tensorboardX imports torch, when installed, only to accept its tensors, and that
-  import costs ~3.4 s in every training process (we log floats)."""
+  torch: tensorboardX imports torch, when installed, only to accept its tensors, a slow
+  import every training process would pay for nothing (we log floats)."""
   if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
     sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError
     try:

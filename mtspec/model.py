@@ -4,8 +4,6 @@ Every parameter carries `logical_axes` metadata; sharding.py maps those names to
 Shape suffixes: B batch, T query length, S key length, D model width, N query heads,
 K key/value heads, H head width, F MLP width, V vocabulary.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -55,9 +53,8 @@ def rope(x_BTNH, positions_BT, theta: float, scaling=()):
   angles_BTh = positions_BT[..., None].astype(jnp.float32) * freqs
   sin_BTh, cos_BTh = jnp.sin(angles_BTh), jnp.cos(angles_BTh)
   # [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin], written as x * [cos, cos] + flip(x) *
-  # [-sin, sin] over a (2, H/2) split of the last axis: same products and sums as the
-  # split/concatenate form, but it fuses into cheaper XLA:CPU loops (measured ~14 ms less per
-  # layer, forward + backward, on the small CPU benchmark shape).
+  # [-sin, sin] over a (2, H/2) split of the last axis: the same products and sums as the
+  # split/concatenate form, in a shape that fuses into cheaper XLA:CPU loops.
   x_BTN2h = x_BTNH.astype(jnp.float32).reshape(x_BTNH.shape[:-1] + (2, half))
   cos_BT12h = jnp.stack([cos_BTh, cos_BTh], axis=-2)[:, :, None]
   sin_BT12h = jnp.stack([-sin_BTh, sin_BTh], axis=-2)[:, :, None]
@@ -68,19 +65,16 @@ def rope(x_BTNH, positions_BT, theta: float, scaling=()):
 def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):
   """Contracts the last `n_contract` axes of x with the first `n_contract` axes of w.
 
-  Written as one 2-D (rows x K) @ (K x N) matmul: XLA:CPU keeps every dot of the forward and
-  backward pass in a layout its GEMM library takes directly, whereas the equivalent 3-D einsums
-  ('btd,dnh->btnh', ...) differentiate into dots that need large transposed copies of the
-  activation gradients (measured: ~2x slower fwd+bwd for the MLP on CPU). Same math, same
-  float32 results.
+  Written as one 2-D (rows x K) @ (K x N) matmul: XLA:CPU then keeps every dot of the forward
+  and backward pass in a layout its GEMM library takes directly, where the equivalent 3-D
+  einsums ('btd,dnh->btnh', ...) differentiate into dots that need large transposed copies of
+  the activation gradients. Same math, same float32 results.
   """
   k_shape, n_shape = w.shape[:n_contract], w.shape[n_contract:]
   lead = x.shape[:x.ndim - n_contract]
   k = 1
   for d in k_shape:
     k *= d
-  if hasattr(w, 'apply'):  # lora.DroppedOutAdapter: LoRA with dropout, adapter unmerged
-    return w.apply(x.reshape(-1, k), preferred_element_type).reshape(lead + n_shape)
   y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
   return y.reshape(lead + n_shape)
 
@@ -93,110 +87,36 @@ def attention_mask(segment_ids_BT):
   return (same_BTS & causal_TS)[:, None]
 
 
-# ----------------------------------------------------------------------------------------------
-# Masked softmax attention ('xla' implementation).
-#
-# Same math as jax.nn.dot_product_attention(q, k, v, mask=mask) (float32 logits and softmax,
-# masked logits set to -0.7 * float32 max, probabilities cast to the value dtype), restructured
-# for speed (measured on CPU, see mtspec/profile_step.py):
-# * queries are split into C causal chunks; chunk i only multiplies against keys [0, (i+1)T/C),
-#   so the fully masked upper-right blocks are never computed (-37.5% work for C=4);
-# * a custom VJP with the flash-attention backward (dS = P * (dP - rowsum(dO * O))), which
-#   needs no reduction over the (T, S) tensor and keeps every product in a layout the CPU GEMM
-#   library takes directly; masked entries get exactly zero gradient.
-# A chunk is one batched product over (batch, kv head) with the G = N/K query heads of a
-# kv head stacked along the rows, so grouped-query attention never materialises repeated keys.
-# Suffixes: C chunks, Q = G * T/C stacked query rows, L keys visible to a chunk.
-# ----------------------------------------------------------------------------------------------
-def _masked_value(dtype):
-  return jnp.asarray(-0.7 * float(jnp.finfo(jnp.float32).max), dtype)
+def _xla_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_B1TS)
 
 
-def _num_query_chunks(T: int, S: int) -> int:
-  if S != T:
-    return 1
-  for c in (4, 2):
-    if T % c == 0 and T // c >= 64:
-      return c
-  return 1
+def _cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
+  del mask_B1TS  # flash attention is causal over the whole row: one document per row
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True,
+                                      implementation='cudnn')
 
 
-def _chunk_forward(q_BKQH, k_BKLH, v_BKLH, mask_B1QL, scale):
-  s_BKQL = jnp.einsum('bkqh,bklh->bkql', q_BKQH, k_BKLH, preferred_element_type=jnp.float32)
-  s_BKQL = jnp.where(mask_B1QL, s_BKQL * jnp.float32(scale), _masked_value(jnp.float32))
-  p_BKQL = jax.nn.softmax(s_BKQL, axis=-1).astype(v_BKLH.dtype)
-  return jnp.einsum('bkql,bklh->bkqh', p_BKQL, v_BKLH), p_BKQL
+def attention_fn(kind: str):
+  """The attention that config model.attention names: (q, k, v, mask) -> (B, T, N, H)."""
+  if kind == 'cudnn':
+    return _cudnn_attention
+  if kind == 'cpu_chunked':
+    from mtspec.cpu import attention  # imported only when selected: accelerators never need it
+    return attention.masked_attention
+  return _xla_attention
 
 
-def _chunk_backward(q_BKQH, k_BKLH, v_BKLH, mask_B1QL, p_BKQL, o_BKQH, do_BKQH, scale):
-  f32 = jnp.float32
-  dv_BKLH = jnp.einsum('bkql,bkqh->bklh', p_BKQL, do_BKQH)
-  dp_BKQL = jnp.einsum('bkqh,bklh->bkql', do_BKQH, v_BKLH, preferred_element_type=f32)
-  rowsum_BKQ1 = jnp.sum(do_BKQH.astype(f32) * o_BKQH.astype(f32), axis=-1, keepdims=True)
-  ds_BKQL = jnp.where(mask_B1QL, p_BKQL.astype(f32) * (dp_BKQL - rowsum_BKQ1), 0.0)
-  ds_BKQL = (ds_BKQL * f32(scale)).astype(q_BKQH.dtype)
-  dq_BKQH = jnp.einsum('bkql,bklh->bkqh', ds_BKQL, k_BKLH)
-  dk_BKLH = jnp.einsum('bkql,bkqh->bklh', ds_BKQL, q_BKQH)
-  return dq_BKQH, dk_BKLH, dv_BKLH
+class Linears(nnx.Module):
+  """A module whose weights meet the activations only through `linear`."""
+
+  def linear(self, name: str, x, n_contract: int = 1):
+    """x times the weight `name` in the compute dtype, contracting its first n_contract axes."""
+    # Weights are applied only here, so module surgery can wrap the op without this file knowing.
+    return _matmul(x, getattr(self, name)[...].astype(self.dtype), n_contract)
 
 
-def _chunked_attention_fwd(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale):
-  C, S = q_CBKQH.shape[0], k_BKSH.shape[2]
-  outs, probs = [], []
-  for i in range(C):
-    L = (i + 1) * S // C
-    o, p = _chunk_forward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                          mask_CB1QS[i][..., :L], scale)
-    outs.append(o)
-    probs.append(p)
-  o_CBKQH = jnp.stack(outs)
-  return o_CBKQH, (q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, probs, o_CBKQH)
-
-
-def _chunked_attention_bwd(scale, res, do_CBKQH):
-  q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, probs, o_CBKQH = res
-  C, S = q_CBKQH.shape[0], k_BKSH.shape[2]
-  dqs, dk_BKSH, dv_BKSH = [], None, None
-  for i in range(C):
-    L = (i + 1) * S // C
-    dq, dk, dv = _chunk_backward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                                 mask_CB1QS[i][..., :L], probs[i], o_CBKQH[i], do_CBKQH[i],
-                                 scale)
-    dqs.append(dq)
-    pad = ((0, 0), (0, 0), (0, S - L), (0, 0))
-    dk, dv = jnp.pad(dk, pad), jnp.pad(dv, pad)
-    dk_BKSH = dk if dk_BKSH is None else dk_BKSH + dk
-    dv_BKSH = dv if dv_BKSH is None else dv_BKSH + dv
-  return jnp.stack(dqs), dk_BKSH, dv_BKSH, None
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _chunked_attention(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale):
-  return _chunked_attention_fwd(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale)[0]
-
-
-_chunked_attention.defvjp(_chunked_attention_fwd, _chunked_attention_bwd)
-
-
-def masked_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
-  """softmax(q k^T / sqrt(H), masked) v with grouped-query heads; returns (B, T, N, H)."""
-  B, T, N, H = q_BTNH.shape
-  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
-  G = N // K
-  C = _num_query_chunks(T, S)
-  q_CBKQH = (q_BTNH.reshape(B, C, T // C, K, G, H).transpose(1, 0, 3, 4, 2, 5)
-             .reshape(C, B, K, G * (T // C), H))
-  mask_CB1GQS = jnp.broadcast_to(
-      mask_B1TS.reshape(B, 1, C, T // C, S).transpose(2, 0, 1, 3, 4)[:, :, :, None],
-      (C, B, 1, G, T // C, S))
-  mask_CB1QS = mask_CB1GQS.reshape(C, B, 1, G * (T // C), S)
-  o_CBKQH = _chunked_attention(q_CBKQH, k_BSKH.transpose(0, 2, 1, 3),
-                               v_BSKH.transpose(0, 2, 1, 3), mask_CB1QS, 1.0 / H ** 0.5)
-  return (o_CBKQH.reshape(C, B, K, G, T // C, H).transpose(1, 0, 4, 2, 3, 5)
-          .reshape(B, T, N, H))
-
-
-class Attention(nnx.Module):
+class Attention(Linears):
 
   def __init__(self, cfg, rngs: nnx.Rngs):
     D, N, K, H = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
@@ -212,14 +132,14 @@ class Attention(nnx.Module):
     if cfg.qk_norm:
       self.q_norm = RMSNorm(H, cfg.norm_eps, pd, rngs)
       self.k_norm = RMSNorm(H, cfg.norm_eps, pd, rngs)
-    self.cfg = cfg
+    self.cfg, self.dtype = cfg, jnp.dtype(cfg.dtype)
 
-  def __call__(self, x_BTD, positions_BT, mask_B1TS, cache=None):
-    """With `cache` ({'k', 'v': (B, S, K, H), 'index'}), also returns the updated cache."""
-    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
-    q_BTNH = _matmul(x_BTD, self.wq[...].astype(dt))
-    k_BTKH = _matmul(x_BTD, self.wk[...].astype(dt))
-    v_BTKH = _matmul(x_BTD, self.wv[...].astype(dt))
+  def _qkv(self, x_BTD, positions_BT):
+    """Queries, keys and values of x, with biases, norms and RoPE applied."""
+    cfg, dt = self.cfg, self.dtype
+    q_BTNH = self.linear('wq', x_BTD)
+    k_BTKH = self.linear('wk', x_BTD)
+    v_BTKH = self.linear('wv', x_BTD)
     if cfg.qkv_bias:
       q_BTNH += self.bq[...].astype(dt)
       k_BTKH += self.bk[...].astype(dt)
@@ -231,22 +151,27 @@ class Attention(nnx.Module):
     k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta, scaling)
     q_BTNH = sharding.constrain(q_BTNH, ('batch', 'seq', 'act_heads', None))
     k_BTKH = sharding.constrain(k_BTKH, ('batch', 'seq', 'act_kv_heads', None))
-    if cache is not None:  # decoding: write the new keys/values at `index`, attend to all
-      at = (0, cache['index'], 0, 0)
-      cache = {**cache, 'k': jax.lax.dynamic_update_slice(cache['k'], k_BTKH.astype(cache['k'].dtype), at),
-               'v': jax.lax.dynamic_update_slice(cache['v'], v_BTKH.astype(cache['v'].dtype), at)}
-      o_BTNH = jax.nn.dot_product_attention(q_BTNH, cache['k'].astype(dt),
-                                            cache['v'].astype(dt), mask=mask_B1TS)
-      return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2), cache
-    if cfg.attention == 'cudnn':  # flash attention; assumes one document per row
-      o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
-                                            implementation='cudnn')
-    else:
-      o_BTNH = masked_attention(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
-    return _matmul(o_BTNH, self.wo[...].astype(dt), n_contract=2)
+    return q_BTNH, k_BTKH, v_BTKH
+
+  def __call__(self, x_BTD, positions_BT, mask_B1TS):
+    q_BTNH, k_BTKH, v_BTKH = self._qkv(x_BTD, positions_BT)
+    o_BTNH = attention_fn(self.cfg.attention)(q_BTNH, k_BTKH, v_BTKH, mask_B1TS)
+    return self.linear('wo', o_BTNH, n_contract=2)
+
+  def decode(self, x_BTD, positions_BT, mask_B1TS, cache):
+    """Writes the new keys/values into `cache` ({'k', 'v': (B, S, K, H), 'index'}) at its
+    index and attends to all of it; returns (output, updated cache)."""
+    dt = self.dtype
+    q_BTNH, k_BTKH, v_BTKH = self._qkv(x_BTD, positions_BT)
+    at = (0, cache['index'], 0, 0)
+    k_BSKH = jax.lax.dynamic_update_slice(cache['k'], k_BTKH.astype(cache['k'].dtype), at)
+    v_BSKH = jax.lax.dynamic_update_slice(cache['v'], v_BTKH.astype(cache['v'].dtype), at)
+    o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH.astype(dt), v_BSKH.astype(dt),
+                                          mask=mask_B1TS)
+    return self.linear('wo', o_BTNH, n_contract=2), {**cache, 'k': k_BSKH, 'v': v_BSKH}
 
 
-class MLP(nnx.Module):
+class MLP(Linears):
   """SwiGLU."""
 
   def __init__(self, cfg, rngs: nnx.Rngs):
@@ -257,11 +182,10 @@ class MLP(nnx.Module):
     self.dtype = jnp.dtype(cfg.dtype)
 
   def __call__(self, x_BTD):
-    dt = self.dtype
-    gate_BTF = _matmul(x_BTD, self.w_gate[...].astype(dt))
-    up_BTF = _matmul(x_BTD, self.w_up[...].astype(dt))
+    gate_BTF = self.linear('w_gate', x_BTD)
+    up_BTF = self.linear('w_up', x_BTD)
     h_BTF = sharding.constrain(jax.nn.silu(gate_BTF) * up_BTF, ('batch', 'seq', 'act_mlp'))
-    return _matmul(h_BTF, self.w_down[...].astype(dt))
+    return self.linear('w_down', h_BTF)
 
 
 class Block(nnx.Module):
@@ -273,14 +197,15 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs)
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x_BTD, positions_BT, mask_B1TS, cache=None):
-    if cache is not None:
-      a_BTD, cache = self.attn(self.attn_norm(x_BTD), positions_BT, mask_B1TS, cache)
-      x_BTD = x_BTD + a_BTD
-      return x_BTD + self.mlp(self.mlp_norm(x_BTD)), cache
+  def __call__(self, x_BTD, positions_BT, mask_B1TS):
     x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), positions_BT, mask_B1TS)
     x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
     return sharding.constrain(x_BTD, ('batch', 'seq', 'act_embed'))
+
+  def decode(self, x_BTD, positions_BT, mask_B1TS, cache):
+    a_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), positions_BT, mask_B1TS, cache)
+    x_BTD = x_BTD + a_BTD
+    return x_BTD + self.mlp(self.mlp_norm(x_BTD)), cache
 
 
 REMAT_POLICIES = {
@@ -306,48 +231,8 @@ class Transformer(nnx.Module):
       self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ('embed', 'vocab'), pd)
     self.cfg = cfg
 
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache=None):
-    """Float32 logits (B, T, V); with a KV cache (see init_cache), (logits, new cache)."""
-    if cache is not None:
-      return self._decode(tokens_BT, positions_BT, segment_ids_BT, cache)
-    return self._forward(tokens_BT, positions_BT, segment_ids_BT)
-
-  def _decode(self, tokens_BT, positions_BT, segment_ids_BT, cache):
-    """Appends T tokens at cache['index']; pads (segment id 0) are never attended to."""
-    dt = jnp.dtype(self.cfg.dtype)
-    T, S = tokens_BT.shape[1], cache['valid'].shape[1]
-    index = cache['index']
-    valid_BS = jax.lax.dynamic_update_slice(cache['valid'], segment_ids_BT != 0, (0, index))
-    slot_T = index + jnp.arange(T)
-    mask_B1TS = ((jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None])[:, None]
-    x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt)
-    layers = []
-    for block, layer_cache in zip(self.layers, cache['layers']):
-      x_BTD, layer_cache = block(x_BTD, positions_BT, mask_B1TS, {**layer_cache, 'index': index})
-      layers.append({'k': layer_cache['k'], 'v': layer_cache['v']})
-    logits_BTV = self._logits(self.final_norm(x_BTD))
-    return logits_BTV, {'index': index + T, 'valid': valid_BS, 'layers': layers}
-
-  def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
-    H = head_dim(self.cfg)
-    shape = (batch, max_len, self.cfg.n_kv_heads, H)
-    dtype = dtype or jnp.dtype(self.cfg.dtype)
-    return {'index': jnp.zeros((), jnp.int32), 'valid': jnp.zeros((batch, max_len), jnp.bool_),
-            'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
-                       for _ in self.layers]}
-
-  def _logits(self, x_BTD):
-    dt = jnp.dtype(self.cfg.dtype)
-    if self.cfg.tie_embeddings:
-      logits_BTV = _matmul(x_BTD, self.embed[...].astype(dt).T,
-                           preferred_element_type=jnp.float32)
-    else:
-      logits_BTV = _matmul(x_BTD, self.lm_head[...].astype(dt),
-                           preferred_element_type=jnp.float32)
-    return sharding.constrain(logits_BTV, ('batch', 'seq', 'act_vocab'))
-
-  def _forward(self, tokens_BT, positions_BT=None, segment_ids_BT=None):
-    """Returns float32 logits (B, T, V)."""
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None):
+    """Float32 logits (B, T, V); packed documents (segment ids) never attend to each other."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     B, T = tokens_BT.shape
     if positions_BT is None:
@@ -363,6 +248,38 @@ class Transformer(nnx.Module):
     for block in self.layers:
       x_BTD = apply(block, x_BTD, positions_BT, mask_B1TS)
     return self._logits(self.final_norm(x_BTD))
+
+  def decode(self, tokens_BT, positions_BT, segment_ids_BT, cache):
+    """Appends T tokens at cache['index'] (see init_cache); returns (float32 logits, new
+    cache). Pads (segment id 0) are never attended to."""
+    dt = jnp.dtype(self.cfg.dtype)
+    T, S = tokens_BT.shape[1], cache['valid'].shape[1]
+    index = cache['index']
+    valid_BS = jax.lax.dynamic_update_slice(cache['valid'], segment_ids_BT != 0, (0, index))
+    slot_T = index + jnp.arange(T)
+    mask_B1TS = ((jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None])[:, None]
+    x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt)
+    layers = []
+    for block, layer_cache in zip(self.layers, cache['layers']):
+      x_BTD, layer_cache = block.decode(x_BTD, positions_BT, mask_B1TS,
+                                        {**layer_cache, 'index': index})
+      layers.append({'k': layer_cache['k'], 'v': layer_cache['v']})
+    logits_BTV = self._logits(self.final_norm(x_BTD))
+    return logits_BTV, {'index': index + T, 'valid': valid_BS, 'layers': layers}
+
+  def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+    H = head_dim(self.cfg)
+    shape = (batch, max_len, self.cfg.n_kv_heads, H)
+    dtype = dtype or jnp.dtype(self.cfg.dtype)
+    return {'index': jnp.zeros((), jnp.int32), 'valid': jnp.zeros((batch, max_len), jnp.bool_),
+            'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+                       for _ in self.layers]}
+
+  def _logits(self, x_BTD):
+    dt = jnp.dtype(self.cfg.dtype)
+    w_DV = self.embed[...].astype(dt).T if self.cfg.tie_embeddings else self.lm_head[...].astype(dt)
+    logits_BTV = _matmul(x_BTD, w_DV, preferred_element_type=jnp.float32)
+    return sharding.constrain(logits_BTV, ('batch', 'seq', 'act_vocab'))
 
 
 def head_dim(cfg) -> int:

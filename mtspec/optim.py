@@ -1,6 +1,5 @@
 """Learning-rate schedules and the AdamW optimizer."""
 import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -45,7 +44,3 @@ def restart_schedule(opt_state):
   is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
   return jax.tree.map(lambda x: x._replace(count=x.count * 0) if is_schedule(x) else x,
                       opt_state, is_leaf=is_schedule)
-
-
-def clean_lr(schedule, step) -> float:
-  return float(schedule(jnp.asarray(step)))

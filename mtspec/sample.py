@@ -31,7 +31,7 @@ def _generate(graphdef, params, tokens_BP, seg_BP, end_ids, key, max_new: int,
   B, P = tokens_BP.shape
   cache = model.init_cache(B, P + max_new)
   pos_BP = jnp.maximum(jnp.cumsum(seg_BP, axis=1) - 1, 0)
-  logits_BPV, cache = model(tokens_BP, pos_BP, seg_BP, cache)
+  logits_BPV, cache = model.decode(tokens_BP, pos_BP, seg_BP, cache)
   next_pos_B = pos_BP[:, -1] + 1
   key, sub = jax.random.split(key)
   first_B = _choose(logits_BPV[:, -1], sub, temperature, top_p)
@@ -44,8 +44,8 @@ def _generate(graphdef, params, tokens_BP, seg_BP, end_ids, key, max_new: int,
 
   def body(carry):
     i, last_B, cache, out_BN, done_B, key = carry
-    logits_B1V, cache = model(last_B[:, None], (next_pos_B + i - 1)[:, None],
-                              jnp.ones((B, 1), jnp.int32), cache)
+    logits_B1V, cache = model.decode(last_B[:, None], (next_pos_B + i - 1)[:, None],
+                                     jnp.ones((B, 1), jnp.int32), cache)
     key, sub = jax.random.split(key)
     tok_B = jnp.where(done_B, 0, _choose(logits_B1V[:, 0], sub, temperature, top_p))
     out_BN = out_BN.at[:, i].set(tok_B)
@@ -77,8 +77,8 @@ def generate(graphdef, params, prompts, max_new_tokens: int, end_ids=(), tempera
     tokens[r, P - len(p):], seg[r, P - len(p):] = p, 1
   ends = jnp.asarray(list(end_ids) or [-1], jnp.int32)
   out, n = _jitted(graphdef)(params, jnp.asarray(tokens), jnp.asarray(seg), ends,
-                     jax.random.key(seed), max_new=max_new_tokens,
-                     temperature=float(temperature), top_p=float(top_p))
+                             jax.random.key(seed), max_new=max_new_tokens,
+                             temperature=float(temperature), top_p=float(top_p))
   out = np.asarray(out)[:, :int(n)]
   result = []
   for row in out.tolist():

@@ -95,13 +95,6 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return named(mesh, ('batch',) + ('seq',) * (ndim - 1))
 
 
-def host_local_batch(global_batch: int, mesh: Mesh) -> int:
-  if global_batch % jax.process_count():
-    raise ValueError(f'train.batch_size {global_batch} is not divisible by the '
-                     f'{jax.process_count()} processes')
-  return global_batch // jax.process_count()
-
-
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles each process's local rows into one global array on the mesh."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)

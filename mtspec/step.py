@@ -6,14 +6,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from mtspec import sharding
+from mtspec import lora, sharding
 
 BATCH_KEYS = ('tokens', 'positions', 'segment_ids', 'targets', 'loss_weights')
 
 
-def weighted_loss_sums(params, graphdef, batch):
+def weighted_loss_sums(model, batch):
   """(sum of weight x cross-entropy, sum of weights) over one (micro)batch."""
-  model = nnx.merge(graphdef, params)
   logits_BTV = model(batch['tokens'], batch['positions'], batch['segment_ids'])
   ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch['targets'])
   w_BT = batch['loss_weights']
@@ -28,28 +27,28 @@ def _split_micro(x, n: int):
 
 
 def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: dict, mesh,
-                    lora_cfg=None, base_shardings=None):
+                    lora_settings: lora.Settings | None = None, base_shardings=None):
   """step(state, batch, base) -> (state, metrics).
 
-  With LoRA (lora_cfg = (alpha, rank, dropout, seed)), state['params'] holds the adapters and
-  `base` the frozen base params (not donated, never updated); otherwise base is None. Without
-  dropout the adapters are merged into the weights; with it they run beside them, with a
-  dropout mask that is a function of (seed, step), so a resumed run draws the same masks.
+  With LoRA, state['params'] holds the adapters and `base` the frozen base params (not
+  donated, never updated); otherwise base is None. Without dropout the adapters are merged
+  into the weights; with it they run beside them, with a dropout mask that is a function of
+  (seed, step), so a resumed run draws the same masks.
   """
-  from mtspec import lora
   batch_shard = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
 
   def loss_sums(trained, base, batch, step):
-    if lora_cfg is None:
-      params = trained
-    elif lora_cfg[2] > 0:
-      alpha, rank, rate, seed = lora_cfg
-      key = jax.random.fold_in(jax.random.key(seed), step)
-      params = lora.with_dropout(base, trained, alpha, rank, rate, key)
+    s = lora_settings
+    if s is None:
+      model = nnx.merge(graphdef, trained)
+    elif s.dropout > 0:
+      key = jax.random.fold_in(jax.random.key(s.seed), step)
+      model = lora.with_dropout(nnx.merge(graphdef, base), trained, s.alpha, s.rank, s.dropout,
+                                key)
     else:
-      params = lora.merge(base, trained, *lora_cfg[:2])
-    return weighted_loss_sums(params, graphdef, batch)
+      model = nnx.merge(graphdef, lora.merge(base, trained, s.alpha, s.rank))
+    return weighted_loss_sums(model, batch)
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
@@ -86,20 +85,4 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
       return jitted(state, batch, base)
 
   run.jitted = jitted
-  return run
-
-
-def make_eval_loss(graphdef, shardings: dict, mesh):
-  batch_shard = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
-
-  def loss(params, batch):
-    l, w = weighted_loss_sums(params, graphdef, batch)
-    return l / jnp.maximum(w, 1.0)
-
-  jitted = jax.jit(loss, in_shardings=(shardings['params'], batch_shard))
-
-  def run(params, batch):
-    with jax.set_mesh(mesh):
-      return jitted(params, batch)
-
   return run

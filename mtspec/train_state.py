@@ -5,10 +5,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 
-from mtspec import sharding
+from mtspec import lora, optim, sharding
 from mtspec.model import Transformer
 
 
@@ -36,14 +37,10 @@ def _model_shapes(model_cfg: ml_collections.FrozenConfigDict) -> ModelShapes:
   return ModelShapes(graphdef, nnx.to_pure_dict(state), nnx.to_pure_dict(axes))
 
 
-def flat_params(tree: dict, prefix=()):
-  """(dotted name, leaf) pairs of a nested params dict, in a stable order."""
-  for k in sorted(tree, key=str):
-    v = tree[k]
-    if isinstance(v, dict):
-      yield from flat_params(v, prefix + (str(k),))
-    else:
-      yield '.'.join(prefix + (str(k),)), v
+def flat_params(tree: dict) -> list[tuple[str, Any]]:
+  """(dotted name, leaf) pairs of a nested params dict, sorted by name."""
+  flat = {tuple(map(str, path)): leaf for path, leaf in traverse_util.flatten_dict(tree).items()}
+  return [('.'.join(path), flat[path]) for path in sorted(flat)]
 
 
 def param_shardings(mesh, shapes: ModelShapes) -> dict:
@@ -83,6 +80,18 @@ def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
   return jax.jit(init, out_shardings=shardings)()
 
 
+def state_from(optimizer, restored: dict, shardings: dict) -> dict:
+  """A step-0 state from restored params, and optimizer state if restored (its schedule then
+  restarts), else a fresh one for those params: no model init to throw away."""
+  params = restored['params']
+  if 'opt_state' in restored:
+    opt_state = optim.restart_schedule(restored['opt_state'])
+  else:
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings['opt_state'])(params)
+  return {'params': params, 'opt_state': opt_state,
+          'step': jax.device_put(np.zeros((), np.int32), shardings['step'])}
+
+
 def lora_state_shardings(mesh, optimizer, abstract_adapters) -> dict:
   """Adapters are small (rank x width per target): replicated, with their optimizer state."""
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
@@ -111,18 +120,25 @@ def abstract_state(optimizer, params, shardings: dict) -> dict:
                       tree, shardings)
 
 
-def trained_setup(cfg, mesh, optimizer, shapes: ModelShapes):
-  """(abstract trained tree, its state shardings, frozen-base shardings, adapter init).
+class Trained(NamedTuple):
+  """What a run trains: the model's params, or LoRA adapters over a frozen base."""
+  abstract: dict  # the abstract trained tree
+  shardings: dict  # its train state's shardings
+  base_shardings: dict | None  # the frozen base's (LoRA only)
+  init_adapters: Any  # () -> fresh adapters (LoRA only)
 
-  Full fine-tuning trains the params (no frozen base, no adapter init); LoRA trains adapters
-  over a frozen base.
-  """
-  if cfg.get('lora') is None or cfg.lora.rank <= 0:
-    return shapes.params, state_shardings(mesh, optimizer, shapes), None, None
-  from mtspec import lora
+  @property
+  def lora(self) -> bool:
+    return self.init_adapters is not None
+
+
+def trained_setup(cfg, mesh, optimizer, shapes: ModelShapes) -> Trained:
+  """Full fine-tuning trains the params; LoRA trains adapters over a frozen base."""
+  if lora.settings(cfg) is None:
+    return Trained(shapes.params, state_shardings(mesh, optimizer, shapes), None, None)
   l = cfg.lora
   init = lambda: lora.init(shapes.params, tuple(l.targets), l.rank,
                            jax.random.key(cfg.train.seed), jnp.float32)
   trained = jax.eval_shape(init)
-  return (trained, lora_state_shardings(mesh, optimizer, trained),
-          param_shardings(mesh, shapes), init)
+  return Trained(trained, lora_state_shardings(mesh, optimizer, trained),
+                 param_shardings(mesh, shapes), init)

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 
 from configs import lm
-from mtspec import train_state, trainer, optim, sharding
-from mtspec.checkpoint import restore_from_path
+from mtspec import train_state, optim, sharding
+from mtspec.checkpoint import checkpoint_params, load_params, restore_from_path
 
 
 def main(run_dir):
@@ -17,8 +17,7 @@ def main(run_dir):
   shapes = train_state.model_shapes(cfg.model)
   shards = train_state.state_shardings(mesh, opt, shapes)
   target = train_state.abstract_state(opt, shapes.params, shards)
-  want = trainer.checkpoint_params(run_dir)
-  from mtspec.checkpoint import load_params
+  want = checkpoint_params(run_dir)
   step = load_params(f'{run_dir}/checkpoints')[1]
   restored, _ = restore_from_path(f'{run_dir}/checkpoints/{step}', target, 'params')
   got = restored['params']

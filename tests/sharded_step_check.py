@@ -20,7 +20,7 @@ def run(mesh_shape, devices, cfg, batch_np):
   t = cfg.train
   schedule, opt, shapes, shards, state = fresh_state(cfg, mesh)
   batch = sharding.to_global(batch_np, mesh)
-  loss_fn = lambda p, b: step.weighted_loss_sums(p, shapes.graphdef, b)[0]
+  loss_fn = lambda p, b: step.weighted_loss_sums(nnx.merge(shapes.graphdef, p), b)[0]
   grad_fn = jax.jit(jax.value_and_grad(loss_fn),
                     in_shardings=(shards['params'], sharding.batch_sharding(mesh)))
   with jax.set_mesh(mesh):
@@ -29,7 +29,8 @@ def run(mesh_shape, devices, cfg, batch_np):
   train = step.make_train_step(shapes.graphdef, opt, schedule, t.grad_accum, shards, mesh)
   new_state, metrics = train(state, batch)
   to_np = lambda tree: jax.tree.map(np.asarray, tree)
-  return float(loss), to_np(grads), to_np(new_state['params']), float(metrics['loss']), str(shard_spec)
+  return (float(loss), to_np(grads), to_np(new_state['params']), float(metrics['loss']),
+          str(shard_spec))
 
 
 def max_diff(a, b):

@@ -293,10 +293,10 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
   c.init.hf_model = model_dir
   c.train.update(batch_size=2, seq_len=32, ckpt_every=10)
   run = trainer.Run(c, str(tmp_path / 'run'))
-  state = run.start()[0]
+  state = run.start().state
   _, want = hf_load.load(model_dir, run.mesh)
-  for (n, a), (_, b) in zip(trainer.train_state.flat_params(state['params']),
-                            trainer.train_state.flat_params(want)):
+  for (n, a), (_, b) in zip(train_state.flat_params(state['params']),
+                            train_state.flat_params(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=n)
   result = trainer.train(c, str(tmp_path / 'run2'), show_progress=False)
   assert result['step'] == 2 and np.isfinite(result['last_metrics']['loss'])

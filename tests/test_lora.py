@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 import hf_fixtures
 from configs import lm
-from mtspec import defaults, lora, phases, trainer, train_state
+from mtspec import checkpoint, defaults, lora, trainer, train_state
 from mtspec.hf import convert, export, load as hf_load
 
 
@@ -44,7 +44,7 @@ def lora_run(tmp_path_factory):
 
 
 def _adapters(workdir, step=None):
-  return trainer.checkpoint_params(str(workdir), step)
+  return checkpoint.checkpoint_params(str(workdir), step)
 
 
 def test_only_adapters_are_trained_and_saved(lora_run):
@@ -54,14 +54,15 @@ def test_only_adapters_are_trained_and_saved(lora_run):
   assert names and all(n.split('.')[-1] in ('a', 'b') for n in names)  # no base weight
   assert any(np.abs(x).max() > 0 for n, x in train_state.flat_params(saved) if n.endswith('.b'))
   run = trainer.Run(c, str(workdir))
-  run.start()  # resumes: rebuilds the frozen base from the model directory
+  start = run.start()  # resumes: rebuilds the frozen base from the model directory
   _, base = hf_load.load(model_dir, run.mesh)
-  for (n, x), (_, y) in zip(train_state.flat_params(run.base), train_state.flat_params(base)):
+  for (n, x), (_, y) in zip(train_state.flat_params(start.base), train_state.flat_params(base)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=n)  # base untouched
   meta = json.load(open(workdir / 'checkpoints' / '8' / 'meta' / 'metadata'))
   assert meta['ancestors'][0]['path'] == model_dir  # lineage points at the base model
-  opt_leaves = jax.tree.leaves(run.start()[0]['opt_state'])
-  assert sum(x.size for x in opt_leaves) < 3 * sum(x.size for _, x in train_state.flat_params(saved)) + 10
+  opt_leaves = jax.tree.leaves(start.state['opt_state'])
+  n_adapter = sum(x.size for _, x in train_state.flat_params(saved))
+  assert sum(x.size for x in opt_leaves) < 3 * n_adapter + 10
 
 
 def test_adapter_carries_across_the_phase_boundary(lora_run):
@@ -83,9 +84,10 @@ def test_adapter_carries_across_the_phase_boundary(lora_run):
 def test_merged_export_matches_the_unmerged_model(lora_run):
   c, model_dir, workdir, tmp = lora_run
   run = trainer.Run(c, str(workdir))
-  state = run.start()[0]
+  start = run.start()
+  state = start.state
   tokens = np.random.default_rng(0).integers(0, c.model.vocab_size, (2, 12)).astype(np.int32)
-  merged = lora.merge(run.base, state['params'], c.lora.alpha, c.lora.rank)
+  merged = lora.merge(start.base, state['params'], c.lora.alpha, c.lora.rank)
   from flax import nnx
   ours = np.asarray(nnx.merge(run.shapes.graphdef, merged)(tokens))
   out = tmp / 'merged'
@@ -95,7 +97,7 @@ def test_merged_export_matches_the_unmerged_model(lora_run):
   with torch.no_grad():
     theirs = hf(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
   assert np.abs(ours - theirs).max() < 1e-4
-  base_only = np.asarray(nnx.merge(run.shapes.graphdef, run.base)(tokens))
+  base_only = np.asarray(nnx.merge(run.shapes.graphdef, start.base)(tokens))
   assert np.abs(ours - base_only).max() > 1e-3  # the adapters do change the model
   # adapters saved alone (PEFT layout) rebuild the same merged weights
   export.export_adapters(state['params'], str(tmp / 'adapters'), c.lora.alpha, c.lora.rank,
@@ -103,7 +105,7 @@ def test_merged_export_matches_the_unmerged_model(lora_run):
   t = load_file(str(tmp / 'adapters' / 'adapter_model.safetensors'))
   a = t['base_model.model.model.layers.0.mlp.down_proj.lora_A.weight']
   b = t['base_model.model.model.layers.0.mlp.down_proj.lora_B.weight']
-  w = np.asarray(run.base['layers'][0]['mlp']['w_down']).T  # HF (out, in)
+  w = np.asarray(start.base['layers'][0]['mlp']['w_down']).T  # HF (out, in)
   np.testing.assert_allclose(w + (b @ a) * c.lora.alpha / c.lora.rank,
                              np.asarray(merged['layers'][0]['mlp']['w_down']).T, atol=1e-6)
 
@@ -126,12 +128,13 @@ def test_dropout_adapters_run_beside_the_weights(lora_run):
   c, _, workdir, _ = lora_run
   from flax import nnx
   run = trainer.Run(c, str(workdir))
-  adapters = run.start()[0]['params']
+  start = run.start()
+  adapters, base = start.state['params'], start.base
   tokens = np.random.default_rng(1).integers(0, c.model.vocab_size, (2, 12)).astype(np.int32)
-  logits = lambda p: np.asarray(nnx.merge(run.shapes.graphdef, p)(tokens))
-  merged = logits(lora.merge(run.base, adapters, c.lora.alpha, c.lora.rank))
-  drop = lambda rate, seed: logits(lora.with_dropout(run.base, adapters, c.lora.alpha,
-                                                     c.lora.rank, rate, jax.random.key(seed)))
+  model = lambda p: nnx.merge(run.shapes.graphdef, p)
+  merged = np.asarray(model(lora.merge(base, adapters, c.lora.alpha, c.lora.rank))(tokens))
+  drop = lambda rate, seed: np.asarray(lora.with_dropout(
+      model(base), adapters, c.lora.alpha, c.lora.rank, rate, jax.random.key(seed))(tokens))
   np.testing.assert_allclose(drop(0.0, 0), merged, atol=1e-5)
   assert np.abs(drop(0.5, 0) - merged).max() > 1e-4  # the adapter's input is dropped
   np.testing.assert_array_equal(drop(0.5, 0), drop(0.5, 0))

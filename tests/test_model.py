@@ -89,7 +89,7 @@ def test_bf16_compute_with_f32_params(tiny_config):
 def _loss_and_grads(cfg, batch):
   shapes = train_state.model_shapes(cfg)
   params = nnx.to_pure_dict(nnx.state(model.Transformer(cfg, nnx.Rngs(0)), nnx.Param))
-  f = lambda p: step.weighted_loss_sums(p, shapes.graphdef, batch)[0]
+  f = lambda p: step.weighted_loss_sums(nnx.merge(shapes.graphdef, p), batch)[0]
   return jax.value_and_grad(f)(params)
 
 
@@ -110,3 +110,44 @@ def test_qwen_options_build_and_run(tiny_config):
   m = model.Transformer(cfg, nnx.Rngs(0))
   assert m.layers[0].attn.wq[...].shape == (cfg.d_model, cfg.n_heads, 32)
   assert m(jnp.zeros((1, 8), jnp.int32)).shape == (1, 8, cfg.vocab_size)
+
+
+@pytest.mark.parametrize('T', [64, 128, 256])  # 1, 2 and 4 query chunks
+def test_cpu_chunked_attention_matches_xla(tiny_config, T):
+  """The CPU kernel (config model.attention='cpu_chunked') computes plain masked attention."""
+  from mtspec.bench import synthetic_batch
+  batch = synthetic_batch(tiny_config.model.vocab_size, 2, T)
+  batch['segment_ids'][1, T // 3:] = 2  # two packed documents in the second row
+  l0, g0 = _loss_and_grads(tiny_config.model, batch)
+  tiny_config.model.attention = 'cpu_chunked'
+  l1, g1 = _loss_and_grads(tiny_config.model, batch)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), g1, g0)
+
+
+def test_decode_matches_the_forward_pass(tiny_config):
+  """Prefill plus one token at a time through the KV cache gives the forward pass's logits."""
+  cfg = tiny_config.model
+  m = model.Transformer(cfg, nnx.Rngs(0))
+  tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 10)).astype(np.int32)
+  want = np.asarray(m(tokens))
+  cache = m.init_cache(2, 16)
+  pos = np.broadcast_to(np.arange(10), (2, 10)).astype(np.int32)
+  seg = np.ones((2, 10), np.int32)
+  got, cache = m.decode(tokens[:, :6], pos[:, :6], seg[:, :6], cache)
+  steps = [np.asarray(got)]
+  for i in range(6, 10):
+    logits, cache = m.decode(tokens[:, i:i + 1], pos[:, i:i + 1], seg[:, i:i + 1], cache)
+    steps.append(np.asarray(logits))
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), want, atol=2e-5)
+  assert int(cache['index']) == 10
+
+
+def test_the_default_attention_never_imports_the_cpu_kernels():
+  code = ('import sys, jax.numpy as jnp; from flax import nnx; from configs import lm; '
+          'from mtspec import model, step, train_state; '
+          "cfg = lm.get_config('tiny').model; model.Transformer(cfg, nnx.Rngs(0))"
+          '(jnp.zeros((1, 8), jnp.int32)); '
+          "assert not [m for m in sys.modules if m.startswith('mtspec.cpu')]")
+  from conftest import run_module
+  run_module(['-c', code])

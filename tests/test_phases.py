@@ -77,7 +77,8 @@ def test_weights_switch_exactly_at_the_boundary(tmp_path, monkeypatch):
   c = two_source_config(tmp_path)
   result = trainer.train(c, str(tmp_path / 'run'), show_progress=False)
   assert result['step'] == 8 and len(seen) == 8
-  tok = trainer.tok_lib.load(str(tmp_path / 'run' / 'tokenizer.model'))
+  from mtspec.data import tokenizer as tok_lib
+  tok = tok_lib.load(str(tmp_path / 'run' / 'tokenizer.model'))
   for i, tokens in enumerate(seen):
     words = _words(tok, tokens)
     if i < 4:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_module
-from mtspec import trainer
+from mtspec import checkpoint, trainer
 from test_phases import two_source_config
 
 def assert_same_params(a, b, atol=0.0):
@@ -67,7 +67,8 @@ def test_kill_anywhere_loses_nothing(tmp_path):
     kills.append((name, _kill_when(_start(killed), condition)))
   assert all(hit for _, hit in kills), kills  # each kill landed while the run was going
   run_module([*CMD, f'--workdir={killed}'])  # the same command: resumes to the end
-  assert_same_params(trainer.checkpoint_params(str(killed)), trainer.checkpoint_params(str(full)))
+  assert_same_params(checkpoint.checkpoint_params(str(killed)),
+                     checkpoint.checkpoint_params(str(full)))
   # the boundary checkpoint is kept permanently, whatever keep_ckpts says
   assert (killed / 'checkpoints' / '14').exists() and (full / 'checkpoints' / '14').exists()
 
@@ -93,8 +94,8 @@ def test_branch_starts_from_the_trunk_exact_params(tree):
   bcfg = experiment.run_config(c, 'b_two', ('two',), 1, result['tokenizer'],
                                str(root / 'data'), trunk_final, 'params')
   run = trainer.Run(bcfg, str(root / 'probe'))
-  state = run.start()[0]
-  want = trainer.checkpoint_params(str(root / 'trunk'))
+  state = run.start().state
+  want = checkpoint.checkpoint_params(str(root / 'trunk'))
   assert_same_params(state['params'], want)
 
 
@@ -105,7 +106,7 @@ def test_full_mode_branch_keeps_adam_moments_but_follows_its_own_schedule(tree):
   trunk_final = [r for r in result['runs'] if r['name'] == 'trunk'][0]['final_checkpoint']
   bcfg = experiment.run_config(c, 'b_two', ('two',), 1, result['tokenizer'],
                                str(root / 'data'), trunk_final, 'full')
-  opt_state = trainer.Run(bcfg, str(root / 'probe_full')).start()[0]['opt_state']
+  opt_state = trainer.Run(bcfg, str(root / 'probe_full')).start().state['opt_state']
   nodes = lambda kind: [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
       x, kind)) if isinstance(x, kind)]
   adam, = nodes(optax.ScaleByAdamState)
@@ -179,7 +180,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   bad_step = int(err.value.args[0].split('at step ')[1].split()[0])
   steps = sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
   assert steps[-1] < bad_step  # nothing at or after the failure was saved
-  params = trainer.checkpoint_params(str(workdir), steps[-1])
+  params = checkpoint.checkpoint_params(str(workdir), steps[-1])
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   rows = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
   assert all(np.isfinite(r['loss']) for r in rows)

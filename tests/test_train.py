@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import fresh_state
-from mtspec import checkpoint, optim, sharding, step, train_state, trainer
+from mtspec import checkpoint, optim, sharding, step, trainer
 from mtspec.bench import synthetic_batch
 
 

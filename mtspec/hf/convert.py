@@ -7,8 +7,7 @@ rotate-half convention, like model.rope, so no head-dimension permutation is nee
 import math
 import re
 
-from mtspec import defaults
-from mtspec import config as config_lib
+from mtspec import config as config_lib, defaults
 from mtspec.model import head_dim
 
 ARCHITECTURES = {  # HF architecture -> model_type
@@ -83,7 +82,8 @@ def model_config(hf: dict, dtype: str | None = None, param_dtype: str | None = N
       vocab_size=hf['vocab_size'], d_model=hf['hidden_size'], n_layers=hf['num_hidden_layers'],
       n_heads=n_heads, n_kv_heads=hf.get('num_key_value_heads') or n_heads,
       head_dim=hf.get('head_dim') or hf['hidden_size'] // n_heads, d_ff=hf['intermediate_size'],
-      rope_theta=_rope(hf)[0], rope_scaling=_rope(hf)[1], norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
+      rope_theta=_rope(hf)[0], rope_scaling=_rope(hf)[1],
+      norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
       tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
       qkv_bias=arch == 'Qwen2ForCausalLM', qk_norm=arch == 'Qwen3ForCausalLM',
       dtype=dtype or checkpoint_dtype(hf), param_dtype=param_dtype or checkpoint_dtype(hf))

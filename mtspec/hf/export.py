@@ -13,7 +13,7 @@ from mtspec.hf import convert
 
 # Copied as they are from the source directory: tokenizer, chat template, generation settings.
 COPIED_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
-                   'chat_template.jinja', 'generation_config.json')
+                'chat_template.jinja', 'generation_config.json')
 
 
 def _to_host(x) -> np.ndarray:
@@ -61,8 +61,9 @@ def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
       hf_name, _ = convert.hf_tensor(f'layers.{i}.{name}')
       module = hf_name.removesuffix('.weight')
       modules.add(module.rsplit('.', 1)[-1])
-      tensors[f'base_model.model.{module}.lora_A.weight'] = np.ascontiguousarray(_to_host(ab['a']).T)
-      tensors[f'base_model.model.{module}.lora_B.weight'] = np.ascontiguousarray(_to_host(ab['b']).T)
+      prefix = f'base_model.model.{module}.lora_'
+      tensors[prefix + 'A.weight'] = np.ascontiguousarray(_to_host(ab['a']).T)
+      tensors[prefix + 'B.weight'] = np.ascontiguousarray(_to_host(ab['b']).T)
   if jax.process_index() != 0:
     return
   os.makedirs(out_dir, exist_ok=True)

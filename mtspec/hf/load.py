@@ -88,3 +88,15 @@ def load(model_dir: str, mesh, dtype: str | None = None, param_dtype: str | None
 
     params = jax.tree_util.tree_map_with_path(place, shapes.params, shardings)
   return cfg, params
+
+
+def load_for(model_cfg, model_dir: str, mesh) -> dict:
+  """The params of model_dir for a model configured as model_cfg, whose shapes must match."""
+  _, params = load(model_dir, mesh, model_cfg.dtype, model_cfg.param_dtype)
+  got = dict(train_state.flat_params(params))
+  for name, leaf in train_state.flat_params(train_state.model_shapes(model_cfg).params):
+    if name not in got or tuple(got[name].shape) != tuple(leaf.shape):
+      raise ValueError(f'init.hf_model={model_dir!r}: parameter {name} has shape '
+                       f'{tuple(got[name].shape) if name in got else "(missing)"} there but '
+                       f'{tuple(leaf.shape)} in config.model (set config.model to match)')
+  return params

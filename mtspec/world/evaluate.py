@@ -10,7 +10,6 @@ higher score. Both orders of every pair are asked, so position bias cancels in t
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mtspec import train_state, trainer
+from mtspec import checkpoint, train_state
 from mtspec.data import chat
 
 
@@ -60,7 +59,7 @@ class Scorer:
     """Params of a checkpoint directory <run>/checkpoints/<step>."""
     run_dir = os.path.dirname(os.path.dirname(os.path.normpath(checkpoint_dir)))
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)))
-    return _match(self.shapes.params, trainer.checkpoint_params(run_dir, step))
+    return _match(self.shapes.params, checkpoint.checkpoint_params(run_dir, step))
 
   def encode(self, items) -> list[tuple[np.ndarray, np.ndarray]]:
     """items: [(messages, [answer, answer])] -> per answer (token ids, answer mask).
@@ -250,9 +249,3 @@ def score_with_diagnostics(scorer, params, encoded, encoded_diag: dict):
     rates[n] = float(np.mean(part.argmax(axis=1) == np.asarray(expected)))
   return main, rates
 
-
-def write_json(path, data):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
