@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
   g.add_argument("--temperature", type=float, default=1.0)
   g.add_argument("--price-in", type=float, help="USD per million input tokens")
   g.add_argument("--price-out", type=float, help="USD per million output tokens")
+  g.add_argument("--batch", action="store_true",
+                 help="anthropic: send each stage's requests as Message Batches (half price); "
+                 "a rerun re-attaches to the batches a killed run left in flight")
+  g.add_argument("--poll-interval", type=float, default=30.0,
+                 help="seconds between polls of an unfinished batch")
+  g.add_argument("--max-batch-requests", type=int, default=100_000,
+                 help="requests per batch (the API allows at most 100,000)")
+  g.add_argument("--batch-attempts", type=int, default=3,
+                 help="submissions of a request whose batch result errored, expired or was "
+                 "canceled, before it is reported as failed")
 
   i = sub.add_parser("inspect", help="summarise a generated output directory")
   i.add_argument("--out", required=True)
@@ -85,7 +95,10 @@ def _generate(a) -> None:
   http = dict(model=a.model, base_url=a.base_url, concurrency=a.concurrency, timeout=a.timeout,
               max_retries=a.max_retries, backoff=a.backoff, max_tokens=a.max_tokens,
               temperature=a.temperature, prices=prices)
-  backend = backends.make(a.backend, f"{a.out}/cache", **http)
+  if a.batch:
+    http.update(poll_interval=a.poll_interval, max_batch_requests=a.max_batch_requests,
+                batch_attempts=a.batch_attempts)
+  backend = backends.make(a.backend, f"{a.out}/cache", batch=a.batch, **http)
   counts = Counts(**{f: getattr(a, f) for f in COUNT_FIELDS})
   m = generate(spec, a.out, backend, counts,
                Options(a.seed, a.dedup_threshold, a.reasoning))
@@ -124,7 +137,12 @@ def _inspect(a) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-  a = _parser().parse_args(argv)
+  # Batches can take hours: say what was created, re-attached and ended.
+  logging.getLogger("mtspec.spec.batch").setLevel(logging.INFO)
+  ap = _parser()
+  a = ap.parse_args(argv)
+  if a.cmd == "generate" and a.batch and a.backend != "anthropic":
+    ap.error("--batch needs --backend=anthropic (the Message Batches API)")
   try:
     if a.cmd == "validate":
       spec = parse_file(a.spec, _overrides(a.set))

@@ -55,7 +55,9 @@ class Backend(abc.ABC):
     """Yields (task, result) as each finishes, so the caller can cache it at once.
 
     On the first failure the unstarted tasks are cancelled and the error raised; what
-    finished before is already cached, so a re-run picks up from there.
+    finished before is already cached, so a re-run picks up from there. The pipeline hands
+    over one stage's uncached tasks at a time, so batch mode (backends/batch.py) overrides
+    this to send them as Message Batches.
     """
     tasks = list(tasks)
     if self.concurrency <= 1:

@@ -9,6 +9,7 @@ line that could echo a server's body goes through `_redact` first.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,8 @@ PRICES = {
     "claude-sonnet-4-20250514": (3.0, 15.0), "claude-3-5-haiku-latest": (0.8, 4.0),
     "gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6),
 }
+# The Message Batches API bills every token at half the Messages API price.
+BATCH_DISCOUNT = 0.5
 # Statuses the SDKs retry; one still failing after the last retry means they gave up.
 _TRANSIENT_STATUS = {408, 409, 429}
 # What reading a 200 whose body is not the protocol's JSON can raise (JSON, pydantic, access).
@@ -92,10 +95,15 @@ class HttpClient:
     return {"backend": self.name, "model": self.model,
             "base_url": urllib.parse.urlunsplit(parts._replace(netloc=netloc))}
 
+  @staticmethod
+  def request_key(body: dict) -> str:
+    """The request cache key: sha256 of the body as JSON with sorted keys."""
+    data = json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
   def complete(self, system: str, prompt: str) -> str:
     body = self.body(system, prompt)
-    data = json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    key = hashlib.sha256(data).hexdigest()
+    key = self.request_key(body)
     hit = self.cache.get(key)
     if hit is not None:
       with self._lock:
@@ -129,8 +137,14 @@ class HttpClient:
 
   def _send(self, body: dict):
     """`send`, with the SDK's final errors turned into key-free GenerationErrors."""
-    try:
+    with self.sdk_errors():
       return self.send(body)
+
+  @contextlib.contextmanager
+  def sdk_errors(self):
+    """Turns the SDK's final errors (after its own retries) into key-free GenerationErrors."""
+    try:
+      yield
     except self.sdk.APIStatusError as e:
       code, snippet = e.status_code, self._redact(e.response.text[:300])
       if code in _TRANSIENT_STATUS or code >= 500:
@@ -145,14 +159,20 @@ class HttpClient:
           f"{type(e).__name__}: {type(cause).__name__}: {cause}")) from None
 
   def usage(self) -> dict:
-    """Everything paid for into this cache (across resumed runs) plus this run's counters."""
+    """Everything paid for into this cache (across resumed runs) plus this run's counters.
+
+    Entries answered through a message batch (`"batch": true`) are billed at half price.
+    """
     entries = self.cache.values()
     n_in = sum(e["input_tokens"] for e in entries)
     n_out = sum(e["output_tokens"] for e in entries)
-    cost = None if self.prices is None else round(
-        (n_in * self.prices[0] + n_out * self.prices[1]) / 1e6, 6)
-    return {"requests": len(entries), "input_tokens": n_in, "output_tokens": n_out,
-            "cost_usd": cost, "this_run": dict(self.stats)}
+    cost = None
+    if self.prices is not None:
+      cost = round(sum((e["input_tokens"] * self.prices[0] + e["output_tokens"] * self.prices[1])
+                       * (BATCH_DISCOUNT if e.get("batch") else 1.0) for e in entries) / 1e6, 6)
+    return {"requests": len(entries), "batch_requests": sum(1 for e in entries if e.get("batch")),
+            "input_tokens": n_in, "output_tokens": n_out, "cost_usd": cost,
+            "this_run": dict(self.stats)}
 
 
 class LLMBackend(Backend):
@@ -162,12 +182,14 @@ class LLMBackend(Backend):
     self.client, self.max_parse_attempts = client, max_parse_attempts
     self.name, self.model, self.concurrency = client.name, client.model, client.concurrency
 
-  def run(self, task: Task):
+  def dialogue(self, task: Task):
+    """A generator: yields each (system, prompt) to ask, is sent the answer's text, and
+    returns the parsed result; one-by-one and batch mode drive the same re-asks."""
     prompt = prompts.render(task.level, task.inputs, task.n)
     note = ""
     for attempt in range(self.max_parse_attempts):
       # The note changes the request, so a re-ask is a new cache entry, not the bad one.
-      text = self.client.complete(prompts.SYSTEM, prompt + note)
+      text = yield prompts.SYSTEM, prompt + note
       try:
         return prompts.parse(task.level, task.inputs, task.n, text)
       except prompts.ParseError as e:
@@ -176,6 +198,15 @@ class LLMBackend(Backend):
                 "Follow the output format exactly.)")
     raise GenerationError(f"{self.name}: no parseable {task.level} answer after "
                           f"{self.max_parse_attempts} attempts")
+
+  def run(self, task: Task):
+    talk = self.dialogue(task)
+    ask = next(talk)
+    while True:
+      try:
+        ask = talk.send(self.client.complete(*ask))
+      except StopIteration as done:
+        return done.value
 
   def usage(self) -> dict:
     return self.client.usage()
