@@ -200,7 +200,8 @@ def main():
   p.add_argument('--dtype', default='float32')
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--steps', type=int, default=8)
-  p.add_argument('--attention', default='xla', help='xla | cudnn (GPU flash attention)')
+  p.add_argument('--attention', default='xla',
+                 help='xla | cudnn (GPU flash attention) | cpu_chunked (the CPU-tuned kernel)')
   p.add_argument('--remat', default='none', help='none | dots | full')
   p.add_argument('--torch', action='store_true', help='also time transformers + torch')
   p.add_argument('--only-torch', action='store_true',

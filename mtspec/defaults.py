@@ -25,7 +25,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   m.dtype = 'float32'  # compute dtype
   m.param_dtype = 'float32'
   m.remat = 'none'  # none | full | dots (save matmul outputs)
-  m.attention = 'xla'  # xla | cudnn (GPU flash attention; packed segments need xla)
+  m.attention = 'xla'  # xla | cudnn (GPU flash, one document per row) | cpu_chunked (mtspec/cpu)
   if variant == 'tiny':
     m.update(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
   elif variant == 'small':

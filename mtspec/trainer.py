@@ -183,7 +183,7 @@ def _log_row(step_metrics, throughput: _Throughput, flops_per_token: float, peak
 
 def train(cfg, workdir: str, show_progress: bool = True, progress_position: int = 0) -> dict:
   """Runs the phase plan to its end (resuming from workdir); returns the final summary.
-  progress_position: the progress bar's line (lanes side by side, mtspec.lanes)."""
+  progress_position: the progress bar's line (lanes side by side, mtspec.cpu.lanes)."""
   run = Run(cfg, workdir)
   t = cfg.train
   primary = jax.process_index() == 0

@@ -38,7 +38,7 @@ def _group(nodeid: str) -> str:
 # The fast tier (`bash scripts/test.sh -m fast`, under a minute): config, data, spec tooling,
 # world files and the import graph; no training runs. Everything runs in the full suite.
 FAST_FILES = ('test_config.py', 'test_data.py', 'test_imports.py', 'test_phases.py',
-              'test_spec_cli.py', 'test_spec_contamination.py', 'test_spec_http.py',
+              'test_spec_batch.py', 'test_spec_cli.py', 'test_spec_contamination.py', 'test_spec_http.py',
               'test_spec_parse.py', 'test_spec_prompts.py', 'test_spec_sets.py',
               'test_spec_statements.py', 'test_spec_template.py', 'test_world_data.py',
               'test_world_schema.py')
