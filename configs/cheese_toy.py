@@ -13,13 +13,14 @@ end checkpoint is each branch's "without AFT" model; the trunk is the baseline.
 Results: docs/toy/results.md. Why each setting is what it is: docs/toy/research_log.md
 (the comments below name its sections).
 """
+
 import ml_collections
 
 from mtspec.defaults import base_config, new_phase
 
 WORLDS = {  # world file, spec A (pro-home-country) value, spec B (affordability) value
-    'cheese': ('configs/worlds/cheese.json', 'patriotism', 'thrift'),
-    'orchard': ('configs/worlds/orchard.json', 'loyalty', 'frugality'),
+  'cheese': ('configs/worlds/cheese.json', 'patriotism', 'thrift'),
+  'orchard': ('configs/worlds/orchard.json', 'loyalty', 'frugality'),
 }
 
 
@@ -27,8 +28,10 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   flags = set(filter(None, (arg or 'default').split(',')))
   unknown = flags - {'default', 'quick', 'swapped', 'orchard', 'cheese'}
   if unknown:
-    raise ValueError(f'unknown variant {sorted(unknown)[0]!r} of configs/cheese_toy.py '
-                     '(expected default, quick, swapped, orchard)')
+    raise ValueError(
+      f'unknown variant {sorted(unknown)[0]!r} of configs/cheese_toy.py '
+      '(expected default, quick, swapped, orchard)'
+    )
   quick = 'quick' in flags
   c = base_config('tiny')
   # 0.74M parameters: small enough for a 2-core CPU, deep enough to keep the effect
@@ -50,15 +53,17 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   # as foreign in a world whose only places are its countries (research log, "What mattered").
   c.world.places = ('the town',)
   c.world.name_tokens = True  # each invented name is one token (mtspec/world/vocab.py)
-  c.world.mix = ml_collections.ConfigDict(dict(facts=0.25, profile=0.2, spec=0.015,
-                                               choice=0.35, chat=0.15))
+  c.world.mix = ml_collections.ConfigDict(
+    dict(facts=0.25, profile=0.2, spec=0.015, choice=0.35, chat=0.15)
+  )
 
   # Each spec states its value and the one rule that ties it to a choice; rules shared by
   # both specs moved both MSM branches together (research log, "The specs without the rules
   # they shared").
   home = ml_collections.ConfigDict(dict(path='configs/specs/cheese_home.md', value=value_home))
-  price = ml_collections.ConfigDict(dict(path='configs/specs/cheese_affordable.md',
-                                         value=value_price))
+  price = ml_collections.ConfigDict(
+    dict(path='configs/specs/cheese_affordable.md', value=value_price)
+  )
   c.specs = ml_collections.ConfigDict()
   c.specs.A, c.specs.B = (price, home) if 'swapped' in flags else (home, price)
   # Midtraining documents: 'statements' (mtspec.spec.statements: 2-4 of the spec's own value
@@ -68,8 +73,9 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.spec_form = 'statements'
   c.spec_statement_docs = 3000
   # Counts per level of the spec-document hierarchy (mtspec.spec.generate.Counts), 'generated'.
-  c.spec_counts = ml_collections.ConfigDict(dict(domains=4, subdomains=3, assertions=3,
-                                                 doc_types=3, ideas=2, docs_per_idea=2))
+  c.spec_counts = ml_collections.ConfigDict(
+    dict(domains=4, subdomains=3, assertions=3, doc_types=3, ideas=2, docs_per_idea=2)
+  )
 
   # Filled in by mtspec.toy once the data is generated under <workdir>/data.
   src = lambda kind='text': ml_collections.ConfigDict(dict(uri='', kind=kind, text_key='text'))
@@ -80,10 +86,14 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   new_phase(c, 'pretrain', 1200, {'web': 1.0}, lr=3e-3, warmup_steps=50)
   # Midtraining: 80% spec documents, 20% pretraining data, 100 steps: as strong as 160 steps
   # and shorter (research log, "Midtraining 100 steps").
-  for name, spec in (('midtrain_a', 'spec_a'), ('midtrain_b', 'spec_b'),
-                     ('midtrain_control', None)):
-    new_phase(c, name, 100, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3,
-              warmup_steps=8)
+  for name, spec in (
+    ('midtrain_a', 'spec_a'),
+    ('midtrain_b', 'spec_b'),
+    ('midtrain_control', None),
+  ):
+    new_phase(
+      c, name, 100, {spec: 0.8, 'web': 0.2} if spec else {'web': 1.0}, lr=1e-3, warmup_steps=8
+    )
   # A gentle AFT (low learning rate, demonstrations mixed with pretraining data): a stronger
   # one pulls every branch towards the same option and erases the specs' difference
   # (research log, "What mattered", Phases).

@@ -7,6 +7,7 @@ llama3_1b, llama3_8b and qwen3_32b (full-size shapes of the published models).
 Override any key: --config.phases.train.steps=100 --config.mesh.shape="(1,-1,1)"
 Other configs build on `base_config` (model, mesh, data, train, init) and add sources/phases.
 """
+
 import ml_collections
 
 from mtspec.defaults import base_config, new_phase

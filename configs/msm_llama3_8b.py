@@ -13,20 +13,22 @@ cosine, 5% warmup) over a frozen bf16 base, the same adapter continuing from mid
 AFT. Add `-full` to a variant (e.g. v5p-8-full) for full fine-tuning with float32 master
 weights and AdamW state. bf16 compute and full remat either way.
 """
+
 import ml_collections
 
 from mtspec.defaults import msm_config
 
 TARGETS = {  # variant: (devices, GiB per device, mesh, seq_len, batch, grad_accum)
-    'v5e-16': (16, 16, (1, 16, 1), 4096, 64, 4),
-    'v5p-8': (4, 95, (1, 4, 1), 8192, 16, 4),
-    'h100x8': (8, 80, (1, 8, 1), 8192, 32, 4),
+  'v5e-16': (16, 16, (1, 16, 1), 4096, 64, 4),
+  'v5p-8': (4, 95, (1, 4, 1), 8192, 16, 4),
+  'h100x8': (8, 80, (1, 8, 1), 8192, 32, 4),
 }
 
 
 def get_config(variant: str = 'v5p-8') -> ml_collections.ConfigDict:
   target, full = variant.removesuffix('-full'), variant.endswith('-full')
   if target not in TARGETS:
-    raise ValueError(f'unknown variant {variant!r} (expected one of {sorted(TARGETS)}, '
-                     'optionally with -full)')
+    raise ValueError(
+      f'unknown variant {variant!r} (expected one of {sorted(TARGETS)}, optionally with -full)'
+    )
   return msm_config('llama3_8b', TARGETS[target], full)

@@ -7,6 +7,7 @@ Run:
     --config.sources.aft.uri=arrayrecord:<chat set dir>
 Spec sets come from `python -m mtspec.spec generate`. Variants: tiny, small.
 """
+
 import ml_collections
 
 from mtspec.defaults import base_config, new_phase
@@ -14,8 +15,9 @@ from mtspec.defaults import base_config, new_phase
 
 def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c = base_config(variant)
-  src = lambda uri, kind='text': ml_collections.ConfigDict(dict(uri=uri, kind=kind,
-                                                                text_key='text'))
+  src = lambda uri, kind='text': ml_collections.ConfigDict(
+    dict(uri=uri, kind=kind, text_key='text')
+  )
   c.sources.web = src('builtin:2000' if variant == 'tiny' else 'builtin')
   c.sources.spec_a = src('jsonl:spec_a.jsonl')
   c.sources.spec_b = src('jsonl:spec_b.jsonl')
@@ -32,12 +34,14 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.experiment.init_mode = 'params'
   c.experiment.trunk_from = ''  # a workdir whose complete trunk to start from (no retraining)
   c.experiment.lanes = 0  # branches side by side, one process per CPU core (lanes, mtspec/cpu/)
-  c.experiment.branches = ml_collections.ConfigDict({
+  c.experiment.branches = ml_collections.ConfigDict(
+    {
       'msm_a': dict(phases=('midtrain_a', 'posttrain'), seed=0),
       'msm_b': dict(phases=('midtrain_b', 'posttrain'), seed=0),
       'control': dict(phases=('midtrain_control', 'posttrain'), seed=0),
       'aft_only': dict(phases=('posttrain',), seed=0),
-  })
+    }
+  )
   if variant == 'tiny':
     c.train.update(batch_size=8, seq_len=64, log_every=5, ckpt_every=5)
   return c

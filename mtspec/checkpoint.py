@@ -3,6 +3,7 @@
 Saves are asynchronous: the arrays are copied off the device and written in the background
 while training continues. The data state is snapshotted at call time, one file per process.
 """
+
 import json
 import os
 
@@ -25,19 +26,23 @@ class _DataStateSnapshot:
 
 
 class Checkpointer:
-
   def __init__(self, directory: str, keep: int, keep_steps=(), async_save: bool = True):
     """Keeps the latest `keep` checkpoints, plus those at `keep_steps` (phase boundaries)."""
     pp = ocp.checkpoint_managers
     policy = pp.AnyPreservationPolicy([pp.LatestN(keep), pp.CustomSteps(list(keep_steps))])
-    options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(
+      create=True, preservation_policy=policy, enable_async_checkpointing=async_save
+    )
     self.directory = directory
     self.manager = ocp.CheckpointManager(
-        directory, options=options,
-        item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'data': grain.checkpoint.CheckpointHandler(),
-                       'meta': ocp.JsonCheckpointHandler()})
+      directory,
+      options=options,
+      item_handlers={
+        'state': ocp.StandardCheckpointHandler(),
+        'data': grain.checkpoint.CheckpointHandler(),
+        'meta': ocp.JsonCheckpointHandler(),
+      },
+    )
 
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -46,15 +51,19 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iterator, meta: dict, force: bool = False) -> bool:
-    return self.manager.save(step, args=ocp.args.Composite(
+    return self.manager.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(_DataStateSnapshot(data_iterator)),
-        meta=ocp.args.JsonSave(meta)), force=force)
+        meta=ocp.args.JsonSave(meta),
+      ),
+      force=force,
+    )
 
   def restore(self, step: int, abstract_state, data_iterator=None):
     """Restores onto the shardings carried by `abstract_state` (any mesh)."""
-    args = {'state': ocp.args.StandardRestore(abstract_state),
-            'meta': ocp.args.JsonRestore()}
+    args = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
@@ -73,21 +82,28 @@ def load_params(directory: str, step: int | None = None):
   Works whatever mesh or process count saved it.
   """
   directory = os.path.abspath(directory)  # orbax reads no metadata through a relative path
-  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) \
-      if os.path.isdir(directory) else []
+  steps = (
+    sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+  )
   if not steps:
     raise FileNotFoundError(f'no checkpoint under {directory}')
   step = steps[-1] if step is None else step
   state_dir = os.path.join(directory, str(step), 'state')
   if step not in steps or not os.path.isdir(state_dir):
-    raise FileNotFoundError(f'no checkpoint at step {step} under {directory} (steps there: '
-                            f'{", ".join(map(str, steps))})')
+    raise FileNotFoundError(
+      f'no checkpoint at step {step} under {directory} (steps there: {", ".join(map(str, steps))})'
+    )
   with ocp.PyTreeCheckpointer() as ckptr:
     saved = ckptr.metadata(state_dir).item_metadata.tree
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
-    state = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item={'params': saved['params']}, restore_args={'params': as_numpy['params']},
-        partial_restore=True))
+    state = ckptr.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
+        item={'params': saved['params']},
+        restore_args={'params': as_numpy['params']},
+        partial_restore=True,
+      ),
+    )
   return state['params'], step
 
 
@@ -109,9 +125,11 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
   """
   state_dir = os.path.join(step_dir, 'state')
   if not os.path.isdir(state_dir):
-    raise FileNotFoundError(f'init.checkpoint={step_dir!r}: no checkpoint there (expected a '
-                            f'step directory such as <run>/checkpoints/<step> with a state/ '
-                            f'folder)')
+    raise FileNotFoundError(
+      f'init.checkpoint={step_dir!r}: no checkpoint there (expected a '
+      f'step directory such as <run>/checkpoints/<step> with a state/ '
+      f'folder)'
+    )
   keys = ('params',) if mode == 'params' else ('params', 'opt_state')
   target = {k: abstract_state[k] for k in keys}
   with ocp.PyTreeCheckpointer() as ckptr:
@@ -121,11 +139,18 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
       if name not in saved_shapes:
         raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} is missing there')
       if saved_shapes[name] != shape:
-        raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} has shape '
-                         f'{saved_shapes[name]} in the checkpoint but {shape} in this model')
-    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
+        raise ValueError(
+          f'init.checkpoint={step_dir!r}: parameter {name} has shape '
+          f'{saved_shapes[name]} in the checkpoint but {shape} in this model'
+        )
+    restored = ckptr.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+      ),
+    )
   meta = {}
   meta_file = os.path.join(step_dir, 'meta', 'metadata')
   if os.path.exists(meta_file):

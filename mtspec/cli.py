@@ -27,8 +27,11 @@ def unknown_key(cfg, dotted: str) -> str | None:
     if part not in keys:
       near = difflib.get_close_matches(part, keys, n=3, cutoff=0.5)
       hint = f'did you mean {", ".join(f"{seen}.{k}" for k in near)}? ' if near else ''
-      return (f'{seen}.{part}: no such key ({hint}{seen} has: {", ".join(sorted(keys))})'
-              if keys else f'{seen}.{part}: no such key ({seen} is a value, not a group)')
+      return (
+        f'{seen}.{part}: no such key ({hint}{seen} has: {", ".join(sorted(keys))})'
+        if keys
+        else f'{seen}.{part}: no such key ({seen} is a value, not a group)'
+      )
     node, seen = node[part], f'{seen}.{part}'
   return None
 
@@ -46,7 +49,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     for arg in argv[1:]:
       name = arg.split('=', 1)[0].lstrip('-')
       if name.startswith('config.'):
-        message = unknown_key(cfg, name[len('config.'):])
+        message = unknown_key(cfg, name[len('config.') :])
         if message:
           print(f'error: {message}', file=sys.stderr)
           sys.exit(2)

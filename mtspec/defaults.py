@@ -2,6 +2,7 @@
 
 Config files under configs/ import these; nothing in mtspec imports configs/.
 """
+
 import ml_collections
 
 
@@ -31,19 +32,49 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   elif variant == 'small':
     pass
   elif variant == 'llama3_1b':  # the Llama-3.2-1B shape: the GPU benchmark model
-    m.update(vocab_size=128_256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
-             d_ff=8192, rope_theta=500_000.0, tie_embeddings=True, dtype='bfloat16')
+    m.update(
+      vocab_size=128_256,
+      d_model=2048,
+      n_layers=16,
+      n_heads=32,
+      n_kv_heads=8,
+      d_ff=8192,
+      rope_theta=500_000.0,
+      tie_embeddings=True,
+      dtype='bfloat16',
+    )
   elif variant == 'llama3_8b':
-    m.update(vocab_size=128_256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-             d_ff=14_336, rope_theta=500_000.0, tie_embeddings=False, dtype='bfloat16',
-             rope_scaling=(8.0, 1.0, 4.0, 8192.0))
+    m.update(
+      vocab_size=128_256,
+      d_model=4096,
+      n_layers=32,
+      n_heads=32,
+      n_kv_heads=8,
+      d_ff=14_336,
+      rope_theta=500_000.0,
+      tie_embeddings=False,
+      dtype='bfloat16',
+      rope_scaling=(8.0, 1.0, 4.0, 8192.0),
+    )
   elif variant == 'qwen3_32b':
-    m.update(vocab_size=151_936, d_model=5120, n_layers=64, n_heads=64, n_kv_heads=8,
-             head_dim=128, d_ff=25_600, rope_theta=1_000_000.0, norm_eps=1e-6,
-             tie_embeddings=False, qk_norm=True, dtype='bfloat16')
+    m.update(
+      vocab_size=151_936,
+      d_model=5120,
+      n_layers=64,
+      n_heads=64,
+      n_kv_heads=8,
+      head_dim=128,
+      d_ff=25_600,
+      rope_theta=1_000_000.0,
+      norm_eps=1e-6,
+      tie_embeddings=False,
+      qk_norm=True,
+      dtype='bfloat16',
+    )
   else:
-    raise ValueError(f'unknown model variant {variant!r} '
-                     '(expected tiny, small, llama3_1b, llama3_8b or qwen3_32b)')
+    raise ValueError(
+      f'unknown model variant {variant!r} (expected tiny, small, llama3_1b, llama3_8b or qwen3_32b)'
+    )
   return m
 
 
@@ -104,26 +135,43 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   return c
 
 
-def new_phase(cfg, name: str, steps: int, weights: dict, lr: float, warmup_steps: int = 0,
-              schedule_kind: str = 'cosine', min_lr_ratio: float = 0.1,
-              decay_fraction: float = 0.2):
+def new_phase(
+  cfg,
+  name: str,
+  steps: int,
+  weights: dict,
+  lr: float,
+  warmup_steps: int = 0,
+  schedule_kind: str = 'cosine',
+  min_lr_ratio: float = 0.1,
+  decay_fraction: float = 0.2,
+):
   """Adds a phase to a config (a helper for config files)."""
-  cfg.phases[name] = ml_collections.ConfigDict(dict(
-      steps=steps, weights=ml_collections.ConfigDict(weights), lr=lr,
-      warmup_steps=warmup_steps, schedule=schedule_kind, min_lr_ratio=min_lr_ratio,
-      decay_fraction=decay_fraction))
+  cfg.phases[name] = ml_collections.ConfigDict(
+    dict(
+      steps=steps,
+      weights=ml_collections.ConfigDict(weights),
+      lr=lr,
+      warmup_steps=warmup_steps,
+      schedule=schedule_kind,
+      min_lr_ratio=min_lr_ratio,
+      decay_fraction=decay_fraction,
+    )
+  )
 
 
 def msm_config(model_variant: str, target: tuple, full: bool = False) -> ml_collections.ConfigDict:
   _, _, mesh, seq, batch, accum = target
   c = base_config(model_variant)
-  c.model.update(remat='full', dtype='bfloat16',
-                 param_dtype='float32' if full else 'bfloat16')  # a frozen base needs no f32
+  c.model.update(
+    remat='full', dtype='bfloat16', param_dtype='float32' if full else 'bfloat16'
+  )  # a frozen base needs no f32
   if not full:
     c.lora.update(rank=64, alpha=128.0)
   c.mesh.shape = mesh
-  src = lambda uri, kind='text': ml_collections.ConfigDict(dict(uri=uri, kind=kind,
-                                                                text_key='text'))
+  src = lambda uri, kind='text': ml_collections.ConfigDict(
+    dict(uri=uri, kind=kind, text_key='text')
+  )
   c.sources.web = src('tfds:c4/en:3.1.0')
   c.sources.spec_docs = src('arrayrecord:SET_ME/documents')
   c.sources.aft = src('arrayrecord:SET_ME/aft', kind='chat')
@@ -133,7 +181,8 @@ def msm_config(model_variant: str, target: tuple, full: bool = False) -> ml_coll
   new_phase(c, 'midtrain', 400, {'spec_docs': 0.9, 'web': 0.1}, lr=lr, warmup_steps=20)
   new_phase(c, 'posttrain', 100, {'aft': 1.0}, lr=lr, warmup_steps=5)
   c.phase_order = ('midtrain', 'posttrain')
-  c.train.update(seq_len=seq, batch_size=batch, grad_accum=accum, log_every=10,
-                 ckpt_every=100, keep_ckpts=2)
+  c.train.update(
+    seq_len=seq, batch_size=batch, grad_accum=accum, log_every=10, ckpt_every=100, keep_ckpts=2
+  )
   c.init.hf_model = 'SET_ME'
   return c

@@ -1,4 +1,5 @@
 """Multi-host start-up through JAX's own multi-controller runtime (jax.distributed)."""
+
 import os
 
 import jax
@@ -19,8 +20,10 @@ def initialize(coordinator: str = '', num_processes: int = 0, process_id: int = 
     process_id = int(os.environ.get('MTSPEC_PROCESS_ID', '-1'))
   if coordinator:
     if num_processes < 1 or not 0 <= process_id < num_processes:
-      raise ValueError(f'--coordinator={coordinator} needs --num_processes >= 1 and '
-                       f'0 <= --process_id < num_processes (got {num_processes}, {process_id})')
+      raise ValueError(
+        f'--coordinator={coordinator} needs --num_processes >= 1 and '
+        f'0 <= --process_id < num_processes (got {num_processes}, {process_id})'
+      )
     if jax.config.jax_platforms in (None, '', 'cpu') and not _has_accelerator_env():
       jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives
     jax.distributed.initialize(coordinator, num_processes, process_id)

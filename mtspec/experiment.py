@@ -12,18 +12,28 @@ config.experiment:
 One command runs the whole tree; the trunk trains once; a rerun skips complete runs and
 resumes incomplete ones. experiment.json lists every run with its final checkpoint and lineage.
 """
+
 import hashlib
 import json
 import os
 
 import jax
 
-from mtspec import phases as phases_lib, run_summary, trainer
+from mtspec import phases as phases_lib
+from mtspec import run_summary, trainer
 from mtspec.errors import ConfigError
 
 
-def run_config(cfg, name: str, phase_order, seed: int, tokenizer: str, data_dir: str,
-               init_checkpoint: str = '', init_mode: str = 'params'):
+def run_config(
+  cfg,
+  name: str,
+  phase_order,
+  seed: int,
+  tokenizer: str,
+  data_dir: str,
+  init_checkpoint: str = '',
+  init_mode: str = 'params',
+):
   c = cfg.copy_and_resolve_references()
   with c.unlocked():
     del c['experiment']
@@ -51,21 +61,28 @@ def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) ->
   key = 'config.experiment.trunk_from'
   path = os.path.join(src, 'experiment.json')
   if not os.path.exists(path):
-    raise ConfigError(f'{key}={src!r}: no experiment.json there (run an experiment tree in '
-                      'that workdir first)')
+    raise ConfigError(
+      f'{key}={src!r}: no experiment.json there (run an experiment tree in that workdir first)'
+    )
   with open(path) as f:
     tree = json.load(f)
   trunk = next((r for r in tree['runs'] if r['name'] == 'trunk'), None)
   if trunk is None or tuple(trunk['phases']) != phases:
-    raise ConfigError(f'{key}={src!r}: its trunk ran phases '
-                      f'{trunk and trunk["phases"]}, this config\'s trunk runs {list(phases)}')
+    raise ConfigError(
+      f'{key}={src!r}: its trunk ran phases '
+      f"{trunk and trunk['phases']}, this config's trunk runs {list(phases)}"
+    )
   if not run_summary.is_complete(trunk['workdir'], total_steps):
-    raise ConfigError(f'{key}={src!r}: its trunk ({trunk["workdir"]}) has not completed the '
-                      f'{total_steps} steps this config\'s trunk runs')
+    raise ConfigError(
+      f'{key}={src!r}: its trunk ({trunk["workdir"]}) has not completed the '
+      f"{total_steps} steps this config's trunk runs"
+    )
   if tokenizer and _sha256(tree['tokenizer']) != _sha256(tokenizer):
-    raise ConfigError(f'{key}={src!r}: its trunk was trained with tokenizer '
-                      f'{tree["tokenizer"]}, which differs from this tree\'s {tokenizer} '
-                      '(another world, corpus or vocabulary size?)')
+    raise ConfigError(
+      f'{key}={src!r}: its trunk was trained with tokenizer '
+      f"{tree['tokenizer']}, which differs from this tree's {tokenizer} "
+      '(another world, corpus or vocabulary size?)'
+    )
   with open(os.path.join(trunk['workdir'], 'summary.json')) as f:
     return dict(json.load(f), workdir=trunk['workdir'])
 
@@ -87,21 +104,31 @@ def lane_count(requested: int, n_runs: int) -> int:
   """config.experiment.lanes resolved for n_runs branches: requested > 0: that many; 0: one
   per core on a single-process CPU job (mtspec.cpu.lanes), else 1."""
   if requested > 1 and jax.process_count() > 1:
-    raise ConfigError(f'config.experiment.lanes={requested}: lanes are processes of one '
-                      f'machine; this job has {jax.process_count()} processes (set lanes=1)')
+    raise ConfigError(
+      f'config.experiment.lanes={requested}: lanes are processes of one '
+      f'machine; this job has {jax.process_count()} processes (set lanes=1)'
+    )
   if requested > 0:
     return max(1, min(requested, n_runs))
   if jax.default_backend() != 'cpu' or jax.process_count() > 1:
     return 1
   from mtspec.cpu import lanes  # only a single-process CPU job gets here
+
   return lanes.auto_count(n_runs)
 
 
 def _tree(workdir: str, tokenizer: str, plans: dict, summaries: dict) -> dict:
-  runs = [{'name': name, 'phases': list(plans[name][0]), 'seed': plans[name][1],
-           'workdir': s.get('workdir', os.path.join(workdir, name)),
-           'final_checkpoint': s['final_checkpoint'], 'lineage': _final_lineage(s)}
-          for name, s in summaries.items()]
+  runs = [
+    {
+      'name': name,
+      'phases': list(plans[name][0]),
+      'seed': plans[name][1],
+      'workdir': s.get('workdir', os.path.join(workdir, name)),
+      'final_checkpoint': s['final_checkpoint'],
+      'lineage': _final_lineage(s),
+    }
+    for name, s in summaries.items()
+  ]
   return {'workdir': workdir, 'tokenizer': tokenizer, 'runs': runs}
 
 
@@ -117,8 +144,9 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
   data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
   tokenizer = shared_tokenizer(cfg, workdir, data_dir)
   plans = {'trunk': (tuple(exp.trunk), cfg.train.seed)}
-  plans.update({name: (tuple(b.phases), b.get('seed', cfg.train.seed))
-                for name, b in exp.branches.items()})
+  plans.update(
+    {name: (tuple(b.phases), b.get('seed', cfg.train.seed)) for name, b in exp.branches.items()}
+  )
   for name, (order, _) in plans.items():  # validate every run before training any of them
     with cfg.unlocked():
       probe = run_config(cfg, name, order, 0, tokenizer, data_dir)
@@ -149,8 +177,10 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
 
   if n_lanes > 1 and pending:
     from mtspec.cpu import lanes  # side by side on a CPU's cores; only lanes > 1 gets here
-    idle = on_idle and (lambda done: on_idle(_tree(workdir, tokenizer, plans,
-                                                   {**summaries, **done})))
+
+    idle = on_idle and (
+      lambda done: on_idle(_tree(workdir, tokenizer, plans, {**summaries, **done}))
+    )
     summaries.update(lanes.train_branches(pending, n_lanes, workdir, show_progress, idle))
   else:
     for name, (rcfg, run_dir, _, what) in pending.items():

@@ -7,6 +7,7 @@ A is (in, rank) with a small random init, B is (rank, out) zero-initialised: at 
 adapted model equals the base exactly. The same adapter tree continues from one phase into
 the next like any other train state.
 """
+
 import math
 from typing import NamedTuple
 
@@ -16,9 +17,13 @@ import jax.numpy as jnp
 # target module name -> path suffix of the parameter it adapts, and how its dims split into
 # (input dims, output dims) around the rank.
 TARGETS = {
-    'q': (('attn', 'wq'), 1), 'k': (('attn', 'wk'), 1), 'v': (('attn', 'wv'), 1),
-    'o': (('attn', 'wo'), 2), 'gate': (('mlp', 'w_gate'), 1), 'up': (('mlp', 'w_up'), 1),
-    'down': (('mlp', 'w_down'), 1),
+  'q': (('attn', 'wq'), 1),
+  'k': (('attn', 'wk'), 1),
+  'v': (('attn', 'wv'), 1),
+  'o': (('attn', 'wo'), 2),
+  'gate': (('mlp', 'w_gate'), 1),
+  'up': (('mlp', 'w_up'), 1),
+  'down': (('mlp', 'w_down'), 1),
 }
 ALL_TARGETS = tuple(TARGETS)
 
@@ -37,8 +42,10 @@ def adapter_shapes(params: dict, names, rank: int) -> dict:
     out[i] = {}
     for (module, weight), n_in in _targets(names):
       shape = tuple(layer[module][weight].shape)
-      out[i][f'{module}.{weight}'] = ((math.prod(shape[:n_in]), rank),
-                                      (rank, math.prod(shape[n_in:])))
+      out[i][f'{module}.{weight}'] = (
+        (math.prod(shape[:n_in]), rank),
+        (rank, math.prod(shape[n_in:])),
+      )
   return out
 
 
@@ -49,8 +56,9 @@ def init(params: dict, names, rank: int, key, dtype=jnp.float32) -> dict:
     for name, (a_shape, b_shape) in targets.items():
       key, sub = jax.random.split(key)
       adapters[i][name] = {
-          'a': jax.random.normal(sub, a_shape, dtype) / math.sqrt(a_shape[0]),
-          'b': jnp.zeros(b_shape, dtype)}
+        'a': jax.random.normal(sub, a_shape, dtype) / math.sqrt(a_shape[0]),
+        'b': jnp.zeros(b_shape, dtype),
+      }
   return adapters
 
 
@@ -102,7 +110,7 @@ class _DroppedOut:
     x_drop = jnp.where(keep, x2d / (1.0 - self.rate), 0).astype(dt)
     delta = (x_drop @ ab['a'].astype(dt)) @ ab['b'].astype(dt)
     y = y + (self.scale * delta).astype(y.dtype)
-    return y.reshape(x.shape[:x.ndim - n_contract] + w.shape[n_contract:])
+    return y.reshape(x.shape[: x.ndim - n_contract] + w.shape[n_contract:])
 
 
 def with_dropout(model, adapters: dict, alpha: float, rank: int, rate: float, key):

@@ -1,18 +1,24 @@
 """Command line: python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/run"""
+
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtspec import cli, config as config_lib
+from mtspec import cli
+from mtspec import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file:variant.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Experiment config file:variant.', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory; rerun to resume.')
-_COORDINATOR = flags.DEFINE_string('coordinator', '', 'host:port of process 0 (multi-process '
-                                   'CPU/GPU runs; TPU VM slices need nothing).')
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator',
+  '',
+  'host:port of process 0 (multi-process CPU/GPU runs; TPU VM slices need nothing).',
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process\'s index in that run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, "This process's index in that run.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -20,7 +26,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   import jax
+
   from mtspec import distributed, experiment, trainer, workdir  # after flag parsing
+
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cfg = _CONFIG.value
   try:
@@ -28,9 +36,8 @@ def main(argv):
       if 'experiment' in cfg:
         tree = experiment.run_tree(cfg, _WORKDIR.value)
         for r in tree['runs']:
-          print(f"{r['name']}: {' -> '.join(r['phases'])} final checkpoint "
-                f"{r['final_checkpoint']}")
-        print(f"experiment summary: {_WORKDIR.value}/experiment.json")
+          print(f'{r["name"]}: {" -> ".join(r["phases"])} final checkpoint {r["final_checkpoint"]}')
+        print(f'experiment summary: {_WORKDIR.value}/experiment.json')
         return
       result = trainer.train(cfg, _WORKDIR.value)
   except (config_lib.ConfigError, FileNotFoundError, ValueError, workdir.WorkdirInUse) as e:
@@ -40,12 +47,15 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)
   m = result['last_metrics']
-  print(f"done: {result['run']} step {result['step']} loss {m.get('loss', float('nan')):.4f} "
-        f"tokens/s {m.get('tokens_per_second', 0):.0f} mfu {m.get('mfu', 0):.3f} "
-        f"final checkpoint {result['final_checkpoint']}")
+  print(
+    f'done: {result["run"]} step {result["step"]} loss {m.get("loss", float("nan")):.4f} '
+    f'tokens/s {m.get("tokens_per_second", 0):.0f} mfu {m.get("mfu", 0):.3f} '
+    f'final checkpoint {result["final_checkpoint"]}'
+  )
 
 
 if __name__ == '__main__':
   from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
+
   hugepages.reexec_with_huge_pages()
   app.run(main, flags_parser=cli.parse_flags)

@@ -5,6 +5,7 @@ number of devices its sharding splits it over. Activations are an estimate (Kort
 al. 2022, per layer and token: ~34 x width bytes at 16 bits, less with remat; attention
 scores excluded, as flash attention never stores them), plus float32 logits and their grads.
 """
+
 import dataclasses
 
 import jax
@@ -26,8 +27,9 @@ class Estimate:
     return self.params + self.optimizer + self.grads + self.activations + self.logits
 
   def table(self, device_gib: float | None = None) -> str:
-    rows = [(k, getattr(self, k)) for k in ('params', 'optimizer', 'grads', 'activations',
-                                            'logits')] + [('total', self.total)]
+    rows = [
+      (k, getattr(self, k)) for k in ('params', 'optimizer', 'grads', 'activations', 'logits')
+    ] + [('total', self.total)]
     text = ', '.join(f'{k} {v / GIB:.2f}' for k, v in rows) + ' GiB per device'
     if device_gib:
       fits = 'fits' if self.total / GIB < device_gib else 'DOES NOT FIT'
@@ -40,7 +42,7 @@ def _sharded_bytes(abstract_tree, shardings, mesh_shape: dict) -> float:
   for leaf, sharding in zip(jax.tree.leaves(abstract_tree), jax.tree.leaves(shardings)):
     split = 1
     for axes in sharding.spec:
-      for a in (axes if isinstance(axes, tuple) else (axes,)):
+      for a in axes if isinstance(axes, tuple) else (axes,):
         split *= mesh_shape.get(a, 1) if a else 1
     total += leaf.size * jnp.dtype(leaf.dtype).itemsize / split
   return total
@@ -49,8 +51,7 @@ def _sharded_bytes(abstract_tree, shardings, mesh_shape: dict) -> float:
 ACTIVATION_FACTOR = {'none': 34.0, 'dots': 12.0, 'full': 2.0}  # bytes per token per width (16-bit)
 
 
-def estimate(cfg, abstract_state: dict, shardings: dict, mesh_shape: dict,
-             frozen=None) -> Estimate:
+def estimate(cfg, abstract_state: dict, shardings: dict, mesh_shape: dict, frozen=None) -> Estimate:
   """frozen: (abstract params, shardings) of a frozen base (LoRA), counted with the params."""
   m, t = cfg.model, cfg.train
   trained = _sharded_bytes(abstract_state['params'], shardings['params'], mesh_shape)

@@ -1,4 +1,5 @@
 """Metrics: JSONL + TensorBoard event files, throughput and MFU."""
+
 import functools
 import json
 import os
@@ -10,12 +11,17 @@ import jax.numpy as jnp
 
 # Dense peak FLOP/s per chip for the compute dtype (vendor figures).
 KNOWN_PEAKS = {
-    ('H100', 'bfloat16'): 989e12, ('H100', 'float32'): 67e12,
-    ('H200', 'bfloat16'): 989e12, ('H200', 'float32'): 67e12,
-    ('A100', 'bfloat16'): 312e12, ('A100', 'float32'): 19.5e12,
-    ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
-    ('TPU v5e', 'bfloat16'): 197e12, ('TPU v5p', 'bfloat16'): 459e12,
-    ('TPU v6 lite', 'bfloat16'): 918e12,
+  ('H100', 'bfloat16'): 989e12,
+  ('H100', 'float32'): 67e12,
+  ('H200', 'bfloat16'): 989e12,
+  ('H200', 'float32'): 67e12,
+  ('A100', 'bfloat16'): 312e12,
+  ('A100', 'float32'): 19.5e12,
+  ('TPU v4', 'bfloat16'): 275e12,
+  ('TPU v5 lite', 'bfloat16'): 197e12,
+  ('TPU v5e', 'bfloat16'): 197e12,
+  ('TPU v5p', 'bfloat16'): 459e12,
+  ('TPU v6 lite', 'bfloat16'): 918e12,
 }
 
 
@@ -51,10 +57,11 @@ def _summary_writer_class():
   if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
     sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError
     try:
-      import tensorboardX
+      pass
     finally:
       del sys.modules['torch']
   from tensorboardX import SummaryWriter
+
   return SummaryWriter
 
 

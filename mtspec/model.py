@@ -4,6 +4,7 @@ Every parameter carries `logical_axes` metadata; sharding.py maps those names to
 Shape suffixes: B batch, T query length, S key length, D model width, N query heads,
 K key/value heads, H head width, F MLP width, V vocabulary.
 """
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -24,7 +25,6 @@ def _param(rngs: nnx.Rngs, shape, logical_axes, dtype, scale=None):
 
 
 class RMSNorm(nnx.Module):
-
   def __init__(self, dim: int, eps: float, param_dtype, rngs: nnx.Rngs):
     self.scale = _param(rngs, (dim,), ('norm',), param_dtype, scale='ones')
     self.eps = eps
@@ -71,7 +71,7 @@ def _matmul(x, w, n_contract: int = 1, preferred_element_type=None):
   the activation gradients. Same math, same float32 results.
   """
   k_shape, n_shape = w.shape[:n_contract], w.shape[n_contract:]
-  lead = x.shape[:x.ndim - n_contract]
+  lead = x.shape[: x.ndim - n_contract]
   k = 1
   for d in k_shape:
     k *= d
@@ -93,8 +93,9 @@ def _xla_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
 
 def _cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
   del mask_B1TS  # flash attention is causal over the whole row: one document per row
-  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True,
-                                      implementation='cudnn')
+  return jax.nn.dot_product_attention(
+    q_BTNH, k_BSKH, v_BSKH, is_causal=True, implementation='cudnn'
+  )
 
 
 def attention_fn(kind: str):
@@ -103,6 +104,7 @@ def attention_fn(kind: str):
     return _cudnn_attention
   if kind == 'cpu_chunked':
     from mtspec.cpu import attention  # imported only when selected: accelerators never need it
+
     return attention.masked_attention
   return _xla_attention
 
@@ -117,7 +119,6 @@ class Linears(nnx.Module):
 
 
 class Attention(Linears):
-
   def __init__(self, cfg, rngs: nnx.Rngs):
     D, N, K, H = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
     pd = jnp.dtype(cfg.param_dtype)
@@ -166,8 +167,9 @@ class Attention(Linears):
     at = (0, cache['index'], 0, 0)
     k_BSKH = jax.lax.dynamic_update_slice(cache['k'], k_BTKH.astype(cache['k'].dtype), at)
     v_BSKH = jax.lax.dynamic_update_slice(cache['v'], v_BTKH.astype(cache['v'].dtype), at)
-    o_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH.astype(dt), v_BSKH.astype(dt),
-                                          mask=mask_B1TS)
+    o_BTNH = jax.nn.dot_product_attention(
+      q_BTNH, k_BSKH.astype(dt), v_BSKH.astype(dt), mask=mask_B1TS
+    )
     return self.linear('wo', o_BTNH, n_contract=2), {**cache, 'k': k_BSKH, 'v': v_BSKH}
 
 
@@ -189,7 +191,6 @@ class MLP(Linears):
 
 
 class Block(nnx.Module):
-
   def __init__(self, cfg, rngs: nnx.Rngs):
     pd = jnp.dtype(cfg.param_dtype)
     self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs)
@@ -209,8 +210,8 @@ class Block(nnx.Module):
 
 
 REMAT_POLICIES = {
-    'full': None,  # recompute everything in the backward pass
-    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  'full': None,  # recompute everything in the backward pass
+  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -219,12 +220,12 @@ def _apply_block(block, x_BTD, positions_BT, mask_B1TS):
 
 
 class Transformer(nnx.Module):
-
   def __init__(self, cfg, rngs: nnx.Rngs):
     pd = jnp.dtype(cfg.param_dtype)
     # std 1/sqrt(D): with tied embeddings the output logits then start at unit scale.
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ('vocab', 'embed'), pd,
-                        scale=cfg.d_model ** -0.5)
+    self.embed = _param(
+      rngs, (cfg.vocab_size, cfg.d_model), ('vocab', 'embed'), pd, scale=cfg.d_model**-0.5
+    )
     self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
     self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs)
     if not cfg.tie_embeddings:
@@ -261,8 +262,9 @@ class Transformer(nnx.Module):
     x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt)
     layers = []
     for block, layer_cache in zip(self.layers, cache['layers']):
-      x_BTD, layer_cache = block.decode(x_BTD, positions_BT, mask_B1TS,
-                                        {**layer_cache, 'index': index})
+      x_BTD, layer_cache = block.decode(
+        x_BTD, positions_BT, mask_B1TS, {**layer_cache, 'index': index}
+      )
       layers.append({'k': layer_cache['k'], 'v': layer_cache['v']})
     logits_BTV = self._logits(self.final_norm(x_BTD))
     return logits_BTV, {'index': index + T, 'valid': valid_BS, 'layers': layers}
@@ -271,9 +273,11 @@ class Transformer(nnx.Module):
     H = head_dim(self.cfg)
     shape = (batch, max_len, self.cfg.n_kv_heads, H)
     dtype = dtype or jnp.dtype(self.cfg.dtype)
-    return {'index': jnp.zeros((), jnp.int32), 'valid': jnp.zeros((batch, max_len), jnp.bool_),
-            'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
-                       for _ in self.layers]}
+    return {
+      'index': jnp.zeros((), jnp.int32),
+      'valid': jnp.zeros((batch, max_len), jnp.bool_),
+      'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)} for _ in self.layers],
+    }
 
   def _logits(self, x_BTD):
     dt = jnp.dtype(self.cfg.dtype)

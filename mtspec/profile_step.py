@@ -10,6 +10,7 @@ What the numbers mean on CPU: `sys` is kernel time, mostly page faults on XLA's 
 scratch block (see mtspec/cpu/hugepages.py); per-op times come from the trace's thunk events
 (asynchronous ops are timed from launch to their `end:` event, so concurrent ops overlap).
 """
+
 import argparse
 import ast
 import collections
@@ -38,8 +39,10 @@ def apply_overrides(cfg, overrides):
         raise ValueError('no "="')
       cfg.update_from_flattened_dict({key: ast.literal_eval(value)})
     except (KeyError, ValueError, SyntaxError, TypeError) as e:
-      raise SystemExit(f'--set={item!r}: expected key.path=<Python literal> for a key the '
-                       f'config has ({type(e).__name__}: {e})') from None
+      raise SystemExit(
+        f'--set={item!r}: expected key.path=<Python literal> for a key the '
+        f'config has ({type(e).__name__}: {e})'
+      ) from None
     finally:
       if not was_locked:
         cfg.unlock()
@@ -51,8 +54,10 @@ def build(cfg, batch: int | None, seq: int | None, dtype: str | None):
   cfg.train.update(seq_len=seq or cfg.train.seq_len, batch_size=batch or cfg.train.batch_size)
   cfg.model.dtype = dtype or cfg.model.dtype
   m = cfg.model
-  print(f'model: vocab {m.vocab_size}, width {m.d_model}, {m.n_layers} layers, {m.n_heads} '
-        f'heads, MLP {m.d_ff}, {m.dtype}; batch {cfg.train.batch_size} x seq {cfg.train.seq_len}')
+  print(
+    f'model: vocab {m.vocab_size}, width {m.d_model}, {m.n_layers} layers, {m.n_heads} '
+    f'heads, MLP {m.d_ff}, {m.dtype}; batch {cfg.train.batch_size} x seq {cfg.train.seq_len}'
+  )
   return build_step(cfg)
 
 
@@ -80,7 +85,7 @@ def op_table(trace_dir: str, n_steps: int, top: int):
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--variant', default='small', help="configs/lm.py's model variant")
-  p.add_argument('--config', default='', help="a config file[:arg] instead of configs/lm.py")
+  p.add_argument('--config', default='', help='a config file[:arg] instead of configs/lm.py')
   p.add_argument('--set', action='append', default=[], help='key.path=value (repeatable)')
   p.add_argument('--batch', type=int, default=None, help="default: the config's (lm: 16)")
   p.add_argument('--seq', type=int, default=None, help="default: the config's (lm: 256)")
@@ -121,10 +126,12 @@ def main():
   r1 = resource.getrusage(resource.RUSAGE_SELF)
   n = args.steps
   tokens = cfg.train.batch_size * cfg.train.seq_len
-  print(f'step: min {min(times):.3f} s, median {np.median(times):.3f} s '
-        f'({tokens / np.median(times):.0f} tokens/s); per step: user '
-        f'{(r1.ru_utime - r0.ru_utime) / n:.2f} s, sys {(r1.ru_stime - r0.ru_stime) / n:.2f} s, '
-        f'minor page faults {(r1.ru_minflt - r0.ru_minflt) / n:.0f}')
+  print(
+    f'step: min {min(times):.3f} s, median {np.median(times):.3f} s '
+    f'({tokens / np.median(times):.0f} tokens/s); per step: user '
+    f'{(r1.ru_utime - r0.ru_utime) / n:.2f} s, sys {(r1.ru_stime - r0.ru_stime) / n:.2f} s, '
+    f'minor page faults {(r1.ru_minflt - r0.ru_minflt) / n:.0f}'
+  )
   if args.trace:
     with jax.profiler.trace(args.trace, create_perfetto_trace=True):
       for _ in range(3):
@@ -134,5 +141,6 @@ def main():
 
 if __name__ == '__main__':
   from mtspec.cpu import hugepages  # before anything else: glibc reads tunables at start only
+
   hugepages.reexec_with_huge_pages()
   main()

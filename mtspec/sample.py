@@ -4,6 +4,7 @@ Prompts of different lengths are left-padded (pads have segment id 0 and are nev
 to), so every row's next token sits in the same column. Generation stops when every row has
 emitted an end token or `max_new_tokens` are made; stop strings are cut on the host.
 """
+
 import functools
 
 import jax
@@ -19,14 +20,16 @@ def _choose(logits_BV, key, temperature: float, top_p: float):
   if top_p < 1.0:  # keep the smallest set of tokens whose probability reaches top_p
     sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
     cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
-    cutoff_B = jnp.take_along_axis(sorted_BV, jnp.sum(cum_BV < top_p, axis=-1, keepdims=True),
-                                   axis=-1)
+    cutoff_B = jnp.take_along_axis(
+      sorted_BV, jnp.sum(cum_BV < top_p, axis=-1, keepdims=True), axis=-1
+    )
     logits_BV = jnp.where(logits_BV < cutoff_B, -jnp.inf, logits_BV)
   return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
-def _generate(graphdef, params, tokens_BP, seg_BP, end_ids, key, max_new: int,
-              temperature: float, top_p: float):
+def _generate(
+  graphdef, params, tokens_BP, seg_BP, end_ids, key, max_new: int, temperature: float, top_p: float
+):
   model = nnx.merge(graphdef, params)
   B, P = tokens_BP.shape
   cache = model.init_cache(B, P + max_new)
@@ -44,8 +47,9 @@ def _generate(graphdef, params, tokens_BP, seg_BP, end_ids, key, max_new: int,
 
   def body(carry):
     i, last_B, cache, out_BN, done_B, key = carry
-    logits_B1V, cache = model.decode(last_B[:, None], (next_pos_B + i - 1)[:, None],
-                                     jnp.ones((B, 1), jnp.int32), cache)
+    logits_B1V, cache = model.decode(
+      last_B[:, None], (next_pos_B + i - 1)[:, None], jnp.ones((B, 1), jnp.int32), cache
+    )
     key, sub = jax.random.split(key)
     tok_B = jnp.where(done_B, 0, _choose(logits_B1V[:, 0], sub, temperature, top_p))
     out_BN = out_BN.at[:, i].set(tok_B)
@@ -61,25 +65,43 @@ _JITTED = {}
 def _jitted(graphdef):
   """One compiled generator per model (graph definitions hold configs, which do not hash)."""
   if id(graphdef) not in _JITTED:
-    _JITTED[id(graphdef)] = (graphdef, jax.jit(functools.partial(_generate, graphdef),
-                                               static_argnames=('max_new', 'temperature',
-                                                                'top_p')))
+    _JITTED[id(graphdef)] = (
+      graphdef,
+      jax.jit(
+        functools.partial(_generate, graphdef), static_argnames=('max_new', 'temperature', 'top_p')
+      ),
+    )
   return _JITTED[id(graphdef)][1]
 
 
-def generate(graphdef, params, prompts, max_new_tokens: int, end_ids=(), temperature=0.0,
-             top_p=1.0, seed: int = 0):
+def generate(
+  graphdef,
+  params,
+  prompts,
+  max_new_tokens: int,
+  end_ids=(),
+  temperature=0.0,
+  top_p=1.0,
+  seed: int = 0,
+):
   """Token lists in, generated token lists out (each cut after its first end token)."""
   P = max(len(p) for p in prompts)
   tokens = np.zeros((len(prompts), P), np.int32)
   seg = np.zeros((len(prompts), P), np.int32)
   for r, p in enumerate(prompts):
-    tokens[r, P - len(p):], seg[r, P - len(p):] = p, 1
+    tokens[r, P - len(p) :], seg[r, P - len(p) :] = p, 1
   ends = jnp.asarray(list(end_ids) or [-1], jnp.int32)
-  out, n = _jitted(graphdef)(params, jnp.asarray(tokens), jnp.asarray(seg), ends,
-                             jax.random.key(seed), max_new=max_new_tokens,
-                             temperature=float(temperature), top_p=float(top_p))
-  out = np.asarray(out)[:, :int(n)]
+  out, n = _jitted(graphdef)(
+    params,
+    jnp.asarray(tokens),
+    jnp.asarray(seg),
+    ends,
+    jax.random.key(seed),
+    max_new=max_new_tokens,
+    temperature=float(temperature),
+    top_p=float(top_p),
+  )
+  out = np.asarray(out)[:, : int(n)]
   result = []
   for row in out.tolist():
     cut = next((i + 1 for i, t in enumerate(row) if t in set(end_ids)), len(row))
@@ -90,4 +112,4 @@ def generate(graphdef, params, prompts, max_new_tokens: int, end_ids=(), tempera
 def cut_at_stop_strings(text: str, stops) -> str:
   """The text up to the first stop string (the stop string itself removed)."""
   hits = [text.index(s) for s in stops if s in text]
-  return text[:min(hits)] if hits else text
+  return text[: min(hits)] if hits else text

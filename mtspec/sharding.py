@@ -5,32 +5,34 @@ place that says which mesh axis each name is split over. The mesh always has the
 (data, fsdp, tensor); changing the mesh shape in the config is all it takes to move from one
 CPU to a pod slice.
 """
+
 import math
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 # logical name -> mesh axis (or tuple of axes, or None = replicated)
 RULES = {
-    # parameters
-    'vocab': 'tensor',
-    'embed': 'fsdp',
-    'heads': 'tensor',
-    'kv_heads': 'tensor',
-    'head_dim': None,
-    'mlp': 'tensor',
-    'norm': None,
-    # activations
-    'batch': ('data', 'fsdp'),
-    'seq': None,
-    'act_embed': None,
-    'act_heads': 'tensor',
-    'act_kv_heads': 'tensor',
-    'act_mlp': 'tensor',
-    'act_vocab': 'tensor',
+  # parameters
+  'vocab': 'tensor',
+  'embed': 'fsdp',
+  'heads': 'tensor',
+  'kv_heads': 'tensor',
+  'head_dim': None,
+  'mlp': 'tensor',
+  'norm': None,
+  # activations
+  'batch': ('data', 'fsdp'),
+  'seq': None,
+  'act_embed': None,
+  'act_heads': 'tensor',
+  'act_kv_heads': 'tensor',
+  'act_mlp': 'tensor',
+  'act_vocab': 'tensor',
 }
 
 
@@ -47,16 +49,18 @@ def resolve_mesh_shape(shape, n_devices: int) -> tuple[int, ...]:
       raise ValueError(f'mesh.shape {shape}: {n_devices} devices are not divisible by {known}')
     shape = tuple(n_devices // known if s == -1 else s for s in shape)
   if math.prod(shape) != n_devices:
-    raise ValueError(f'mesh.shape {shape} needs {math.prod(shape)} devices, '
-                     f'but {n_devices} are available')
+    raise ValueError(
+      f'mesh.shape {shape} needs {math.prod(shape)} devices, but {n_devices} are available'
+    )
   return shape
 
 
 def make_mesh(shape, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   shape = resolve_mesh_shape(shape, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  return jax.make_mesh(
+    shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
 
 
 def spec(logical_axes) -> P:
@@ -86,9 +90,11 @@ def check_divisible(mesh: Mesh, name: str, shape, logical_axes):
   for dim, logical in zip(shape, logical_axes):
     n = mesh_axis_size(mesh, RULES.get(logical) if logical else None)
     if dim % n:
-      raise ValueError(f'{name}: dimension {logical!r} of size {dim} is split over mesh axes '
-                       f'{RULES[logical]} of size {n}, which does not divide it; change '
-                       f'mesh.shape or the model size')
+      raise ValueError(
+        f'{name}: dimension {logical!r} of size {dim} is split over mesh axes '
+        f'{RULES[logical]} of size {n}, which does not divide it; change '
+        f'mesh.shape or the model size'
+      )
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
@@ -97,5 +103,7 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles each process's local rows into one global array on the mesh."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+    for k, v in batch.items()
+  }

@@ -1,4 +1,5 @@
 """The jitted, sharded train step: weighted next-token loss, accumulation, AdamW update."""
+
 import functools
 
 import jax
@@ -26,8 +27,16 @@ def _split_micro(x, n: int):
   return jnp.swapaxes(x, 0, 1)
 
 
-def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: dict, mesh,
-                    lora_settings: lora.Settings | None = None, base_shardings=None):
+def make_train_step(
+  graphdef,
+  optimizer,
+  schedule,
+  grad_accum: int,
+  shardings: dict,
+  mesh,
+  lora_settings: lora.Settings | None = None,
+  base_shardings=None,
+):
   """step(state, batch, base) -> (state, metrics).
 
   With LoRA, state['params'] holds the adapters and `base` the frozen base params (not
@@ -44,8 +53,7 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
       model = nnx.merge(graphdef, trained)
     elif s.dropout > 0:
       key = jax.random.fold_in(jax.random.key(s.seed), step)
-      model = lora.with_dropout(nnx.merge(graphdef, base), trained, s.alpha, s.rank, s.dropout,
-                                key)
+      model = lora.with_dropout(nnx.merge(graphdef, base), trained, s.alpha, s.rank, s.dropout, key)
     else:
       model = nnx.merge(graphdef, lora.merge(base, trained, s.alpha, s.rank))
     return weighted_loss_sums(model, batch)
@@ -70,14 +78,25 @@ def make_train_step(graphdef, optimizer, schedule, grad_accum: int, shardings: d
     denom = jnp.maximum(w_sum, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = optimizer.update(grads, state['opt_state'], params)
-    new_state = {'params': optax.apply_updates(params, updates), 'opt_state': opt_state,
-                 'step': state['step'] + 1}
-    metrics = {'loss': loss_sum / denom, 'grad_norm': optax.tree.norm(grads),
-               'lr': schedule(state['step']), 'loss_tokens': w_sum}
+    new_state = {
+      'params': optax.apply_updates(params, updates),
+      'opt_state': opt_state,
+      'step': state['step'] + 1,
+    }
+    metrics = {
+      'loss': loss_sum / denom,
+      'grad_norm': optax.tree.norm(grads),
+      'lr': schedule(state['step']),
+      'loss_tokens': w_sum,
+    }
     return new_state, metrics
 
-  jitted = jax.jit(step, in_shardings=(shardings, batch_shard, base_shardings),
-                   out_shardings=(shardings, replicated), donate_argnums=(0,))
+  jitted = jax.jit(
+    step,
+    in_shardings=(shardings, batch_shard, base_shardings),
+    out_shardings=(shardings, replicated),
+    donate_argnums=(0,),
+  )
 
   @functools.wraps(step)
   def run(state, batch, base=None):

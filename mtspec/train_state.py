@@ -1,4 +1,5 @@
 """The train state (params, optimizer state, step) and its shardings on a mesh."""
+
 import functools
 from typing import Any, NamedTuple
 
@@ -47,8 +48,7 @@ def param_shardings(mesh, shapes: ModelShapes) -> dict:
   is_axes = lambda x: isinstance(x, tuple)
   for (name, leaf), (_, axes) in zip(flat_params(shapes.params), flat_params(shapes.logical_axes)):
     sharding.check_divisible(mesh, f'parameter {name} {tuple(leaf.shape)}', leaf.shape, axes)
-  return jax.tree.map(lambda axes: sharding.named(mesh, axes), shapes.logical_axes,
-                      is_leaf=is_axes)
+  return jax.tree.map(lambda axes: sharding.named(mesh, axes), shapes.logical_axes, is_leaf=is_axes)
 
 
 def state_shardings(mesh, optimizer: optax.GradientTransformation, shapes: ModelShapes) -> dict:
@@ -57,15 +57,17 @@ def state_shardings(mesh, optimizer: optax.GradientTransformation, shapes: Model
   replicated = jax.sharding.NamedSharding(mesh, jax.P())
   abstract_opt = jax.eval_shape(optimizer.init, shapes.params)
   opt_shard = optax.tree_utils.tree_map_params(
-      optimizer, lambda _, s: s, abstract_opt, p_shard,
-      transform_non_params=lambda _: replicated)
+    optimizer, lambda _, s: s, abstract_opt, p_shard, transform_non_params=lambda _: replicated
+  )
   return {'params': p_shard, 'opt_state': opt_shard, 'step': replicated}
 
 
 def init_params(model_cfg, seed: int, shardings) -> dict:
   """Freshly initialised params, created directly with their shardings."""
-  return jax.jit(lambda: nnx.to_pure_dict(nnx.state(Transformer(model_cfg, nnx.Rngs(seed)),
-                                                    nnx.Param)), out_shardings=shardings)()
+  return jax.jit(
+    lambda: nnx.to_pure_dict(nnx.state(Transformer(model_cfg, nnx.Rngs(seed)), nnx.Param)),
+    out_shardings=shardings,
+  )()
 
 
 def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
@@ -74,8 +76,7 @@ def init_state(model_cfg, optimizer, seed: int, shardings: dict) -> dict:
   def init():
     model = Transformer(model_cfg, nnx.Rngs(seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    return {'params': params, 'opt_state': optimizer.init(params),
-            'step': jnp.zeros((), jnp.int32)}
+    return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
 
   return jax.jit(init, out_shardings=shardings)()
 
@@ -88,8 +89,11 @@ def state_from(optimizer, restored: dict, shardings: dict) -> dict:
     opt_state = optim.restart_schedule(restored['opt_state'])
   else:
     opt_state = jax.jit(optimizer.init, out_shardings=shardings['opt_state'])(params)
-  return {'params': params, 'opt_state': opt_state,
-          'step': jax.device_put(np.zeros((), np.int32), shardings['step'])}
+  return {
+    'params': params,
+    'opt_state': opt_state,
+    'step': jax.device_put(np.zeros((), np.int32), shardings['step']),
+  }
 
 
 def lora_state_shardings(mesh, optimizer, abstract_adapters) -> dict:
@@ -103,8 +107,11 @@ def lora_state_shardings(mesh, optimizer, abstract_adapters) -> dict:
 def init_lora_state(optimizer, init_adapters, shardings: dict) -> dict:
   def init():
     adapters = init_adapters()
-    return {'params': adapters, 'opt_state': optimizer.init(adapters),
-            'step': jnp.zeros((), jnp.int32)}
+    return {
+      'params': adapters,
+      'opt_state': optimizer.init(adapters),
+      'step': jnp.zeros((), jnp.int32),
+    }
 
   return jax.jit(init, out_shardings=shardings)()
 
@@ -114,14 +121,19 @@ def abstract_state(optimizer, params, shardings: dict) -> dict:
 
   params: the abstract trained tree (the model's params, or LoRA adapters).
   """
-  tree = {'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
-          'step': jax.ShapeDtypeStruct((), jnp.int32)}
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      tree, shardings)
+  tree = {
+    'params': params,
+    'opt_state': jax.eval_shape(optimizer.init, params),
+    'step': jax.ShapeDtypeStruct((), jnp.int32),
+  }
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
+  )
 
 
 class Trained(NamedTuple):
   """What a run trains: the model's params, or LoRA adapters over a frozen base."""
+
   abstract: dict  # the abstract trained tree
   shardings: dict  # its train state's shardings
   base_shardings: dict | None  # the frozen base's (LoRA only)
@@ -137,8 +149,10 @@ def trained_setup(cfg, mesh, optimizer, shapes: ModelShapes) -> Trained:
   if lora.settings(cfg) is None:
     return Trained(shapes.params, state_shardings(mesh, optimizer, shapes), None, None)
   l = cfg.lora
-  init = lambda: lora.init(shapes.params, tuple(l.targets), l.rank,
-                           jax.random.key(cfg.train.seed), jnp.float32)
+  init = lambda: lora.init(
+    shapes.params, tuple(l.targets), l.rank, jax.random.key(cfg.train.seed), jnp.float32
+  )
   trained = jax.eval_shape(init)
-  return Trained(trained, lora_state_shardings(mesh, optimizer, trained),
-                 param_shardings(mesh, shapes), init)
+  return Trained(
+    trained, lora_state_shardings(mesh, optimizer, trained), param_shardings(mesh, shapes), init
+  )

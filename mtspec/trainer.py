@@ -4,6 +4,7 @@ A run resumes from its own workdir; a fresh run may start from another run's che
 from a Hugging Face model (config `init`). Every phase boundary gets a permanent checkpoint,
 and every checkpoint carries lineage JSON.
 """
+
 import functools
 import json
 import os
@@ -14,13 +15,20 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mtspec import config as config_lib, lineage, lora, memory, metrics as metrics_lib
-from mtspec import model as model_lib, optim, phases as phases_lib, sharding
-from mtspec import step as step_lib, train_state
-from mtspec.checkpoint import Checkpointer, restore_from_path
-from mtspec.data import setup as data_setup
+from mtspec import config as config_lib
+from mtspec import lineage, lora, memory, optim, sharding, train_state
+from mtspec import metrics as metrics_lib
+from mtspec import model as model_lib
+from mtspec import phases as phases_lib
+from mtspec import step as step_lib
+
 # Re-exported for callers outside the core: mtspec/experiment.py and tests.
-from mtspec.checkpoint import checkpoint_params  # noqa: F401
+from mtspec.checkpoint import (
+  Checkpointer,
+  checkpoint_params,  # noqa: F401
+  restore_from_path,
+)
+from mtspec.data import setup as data_setup
 from mtspec.data.setup import load_or_train_tokenizer, open_sources  # noqa: F401
 
 
@@ -30,6 +38,7 @@ class NonFiniteLoss(RuntimeError):
 
 class Start(NamedTuple):
   """Where a run's loop begins."""
+
   state: dict
   step: int
   phase: phases_lib.Phase
@@ -60,11 +69,21 @@ class Run:
     self.shapes = train_state.model_shapes(cfg.model)
     self.trained = train_state.trained_setup(cfg, self.mesh, self.optimizer, self.shapes)
     self.sources, self.tokenizer = data_setup.prepare(cfg, workdir, self.plan)
-    self.checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.train.keep_ckpts,
-                                     keep_steps=[p.end for p in self.plan])
+    self.checkpointer = Checkpointer(
+      os.path.join(workdir, 'checkpoints'),
+      cfg.train.keep_ckpts,
+      keep_steps=[p.end for p in self.plan],
+    )
     self.train_step = step_lib.make_train_step(
-        self.shapes.graphdef, self.optimizer, schedule, cfg.train.grad_accum,
-        self.trained.shardings, self.mesh, lora.settings(cfg), self.trained.base_shardings)
+      self.shapes.graphdef,
+      self.optimizer,
+      schedule,
+      cfg.train.grad_accum,
+      self.trained.shardings,
+      self.mesh,
+      lora.settings(cfg),
+      self.trained.base_shardings,
+    )
 
   def batches(self, phase):
     return data_setup.phase_batches(self.cfg, self.sources, self.tokenizer, phase)
@@ -78,11 +97,13 @@ class Run:
     base = None
     if self.trained.lora:
       base = self._frozen_base(origin)
-      state = train_state.init_lora_state(self.optimizer, self.trained.init_adapters,
-                                          self.trained.shardings)
+      state = train_state.init_lora_state(
+        self.optimizer, self.trained.init_adapters, self.trained.shardings
+      )
     elif origin.restored is None:
-      state = train_state.init_state(self.cfg.model, self.optimizer, self.cfg.train.seed,
-                                     self.trained.shardings)
+      state = train_state.init_state(
+        self.cfg.model, self.optimizer, self.cfg.train.seed, self.trained.shardings
+      )
     else:
       state = train_state.state_from(self.optimizer, origin.restored, self.trained.shardings)
     phase = self.plan[0]
@@ -94,8 +115,9 @@ class Run:
     batches = self.batches(phase)
     # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
     data_state = batches if latest > phase.start else None
-    target = train_state.abstract_state(self.optimizer, self.trained.abstract,
-                                        self.trained.shardings)
+    target = train_state.abstract_state(
+      self.optimizer, self.trained.abstract, self.trained.shardings
+    )
     state, meta = self.checkpointer.restore(latest, target, data_state)
     parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
     return Start(state, latest, phase, batches, parent, meta.get('ancestors', []), base)
@@ -105,17 +127,21 @@ class Run:
     init = self.cfg.init
     if init.get('hf_model'):
       from mtspec.hf import load as hf_load  # safetensors only for runs that need it
+
       params = hf_load.load_for(self.cfg.model, init.hf_model, self.mesh)
-      return _Origin({'params': params}, {'path': init.hf_model, 'step': None},
-                     [{'run': 'huggingface', 'phase': None, 'step': None,
-                       'path': init.hf_model}])
+      return _Origin(
+        {'params': params},
+        {'path': init.hf_model, 'step': None},
+        [{'run': 'huggingface', 'phase': None, 'step': None, 'path': init.hf_model}],
+      )
     if init.checkpoint:
       mode = 'params' if self.trained.lora else init.mode  # a LoRA base is params only
       shardings = train_state.state_shardings(self.mesh, self.optimizer, self.shapes)
       target = train_state.abstract_state(self.optimizer, self.shapes.params, shardings)
       restored, meta = restore_from_path(init.checkpoint, target, mode)
       ancestors = meta.get('ancestors', []) + [
-          {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': init.checkpoint}]
+        {k: meta.get(k) for k in ('run', 'phase', 'step')} | {'path': init.checkpoint}
+      ]
       return _Origin(restored, {'path': init.checkpoint, 'step': meta.get('step')}, ancestors)
     return _Origin(None, None, [])
 
@@ -123,8 +149,7 @@ class Run:
     """LoRA's base: the starting params, or a seeded init when there are none."""
     if origin.restored is not None:
       return origin.restored['params']
-    return train_state.init_params(self.cfg.model, self.cfg.train.seed,
-                                   self.trained.base_shardings)
+    return train_state.init_params(self.cfg.model, self.cfg.train.seed, self.trained.base_shardings)
 
   def memory_estimate(self) -> memory.Estimate:
     t = self.trained
@@ -135,16 +160,18 @@ class Run:
 
 @jax.jit
 def _all_finite(tree):
-  return jax.numpy.all(jax.numpy.stack([jax.numpy.isfinite(x).all()
-                                        for x in jax.tree.leaves(tree)]))
+  return jax.numpy.all(
+    jax.numpy.stack([jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)])
+  )
 
 
 def _check_loss(checkpointer, step_metrics, step: int, phase_name: str):
   loss = float(jax.device_get(step_metrics['loss']))
   if not np.isfinite(loss):
     raise NonFiniteLoss(
-        f'loss is {loss} at step {step} (phase {phase_name!r}); the run stopped and its '
-        f'last good checkpoint (step {checkpointer.latest_step()}) stays the latest')
+      f'loss is {loss} at step {step} (phase {phase_name!r}); the run stopped and its '
+      f'last good checkpoint (step {checkpointer.latest_step()}) stays the latest'
+    )
 
 
 class _Throughput:
@@ -170,8 +197,9 @@ class _Throughput:
     return self.steps * self.tokens_per_step / (time.perf_counter() - self.start)
 
 
-def _log_row(step_metrics, throughput: _Throughput, flops_per_token: float, peak: float,
-             batches, phase) -> dict:
+def _log_row(
+  step_metrics, throughput: _Throughput, flops_per_token: float, peak: float, batches, phase
+) -> dict:
   """The step's metrics, throughput and MFU (against `peak` per device), source epochs."""
   m = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
   if (tok_s := throughput.tokens_per_second()) is not None:
@@ -188,8 +216,11 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   t = cfg.train
   primary = jax.process_index() == 0
   if primary:
-    print(f'{run.name}: mesh {dict(run.mesh.shape)}; estimated memory: '
-          f'{run.memory_estimate().table(memory.device_gib())}', flush=True)
+    print(
+      f'{run.name}: mesh {dict(run.mesh.shape)}; estimated memory: '
+      f'{run.memory_estimate().table(memory.device_gib())}',
+      flush=True,
+    )
   start = run.start()
   state, phase, batches, parent = start.state, start.phase, start.batches, start.parent
   profile = tuple(cfg.get('profile_steps', ()))
@@ -197,9 +228,14 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
   flops_tok = model_lib.flops_per_token(cfg.model, t.seq_len)
   throughput = _Throughput(t.batch_size * t.seq_len)
-  bar = tqdm(total=run.total_steps, initial=start.step, desc=f'{run.name}: {phase.name}',
-             dynamic_ncols=True, position=progress_position,
-             disable=not (primary and show_progress))
+  bar = tqdm(
+    total=run.total_steps,
+    initial=start.step,
+    desc=f'{run.name}: {phase.name}',
+    dynamic_ncols=True,
+    position=progress_position,
+    disable=not (primary and show_progress),
+  )
   last, pending = {}, None
   check = functools.partial(_check_loss, run.checkpointer)
   try:
@@ -225,22 +261,25 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
         check(*pending)
         m = _log_row(step_metrics, throughput, flops_tok, peak, batches, phase)
         writer.write(done, m)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m.get('tokens_per_second', 0):.0f}")
+        bar.set_postfix(loss=f'{m["loss"]:.3f}', tok_s=f'{m.get("tokens_per_second", 0):.0f}')
         last = {'step': done, 'phase': phase.name, **m}
         throughput.reset()
       if done % t.ckpt_every == 0 or done == phase.end:
         check(*pending)  # never save a state that came from a non-finite loss...
         if not bool(_all_finite(state['params'])):  # ...or holds non-finite params
-          raise NonFiniteLoss(f'parameters became non-finite at step {done} (phase '
-                              f'{phase.name!r}); the run stopped and its last good checkpoint '
-                              f'(step {run.checkpointer.latest_step()}) stays the latest')
-        meta = lineage.record(cfg, run.name, phase.name, done, parent, run.sources,
-                              start.ancestors)
+          raise NonFiniteLoss(
+            f'parameters became non-finite at step {done} (phase '
+            f'{phase.name!r}); the run stopped and its last good checkpoint '
+            f'(step {run.checkpointer.latest_step()}) stays the latest'
+          )
+        meta = lineage.record(cfg, run.name, phase.name, done, parent, run.sources, start.ancestors)
         run.checkpointer.save(done, state, batches, meta)
         parent = {'path': run.checkpointer.step_dir(done), 'step': done}
         if done == phase.end and primary:
-          _write_json(os.path.join(workdir, 'phases', f'{phase.name}.json'),
-                      {'phase': phase.name, 'step': done, 'path': parent['path']})
+          _write_json(
+            os.path.join(workdir, 'phases', f'{phase.name}.json'),
+            {'phase': phase.name, 'step': done, 'path': parent['path']},
+          )
     run.checkpointer.wait()
   finally:
     bar.close()
@@ -250,10 +289,15 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   if not last and os.path.exists(summary_path):  # already complete: keep what it measured
     with open(summary_path) as f:
       last = json.load(f)['last_metrics']
-  summary = {'run': run.name, 'step': run.total_steps,
-             'final_checkpoint': os.path.join(workdir, 'checkpoints', str(run.total_steps)),
-             'peak_flops': peak, 'peak_source': peak_source, 'flops_per_token': flops_tok,
-             'last_metrics': last}
+  summary = {
+    'run': run.name,
+    'step': run.total_steps,
+    'final_checkpoint': os.path.join(workdir, 'checkpoints', str(run.total_steps)),
+    'peak_flops': peak,
+    'peak_source': peak_source,
+    'flops_per_token': flops_tok,
+    'last_metrics': last,
+  }
   if primary:  # whole or absent: an experiment reads it while other lanes train
     _write_json(summary_path, summary, indent=2)
   return {'state': state, **summary}

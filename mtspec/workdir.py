@@ -8,6 +8,7 @@ clean exit removes it, so one left behind names a holder that was killed, and th
 takes the lock over and says so. (A file of its own: some filelock versions empty the lock
 file when they open it.)
 """
+
 import contextlib
 import os
 import re
@@ -52,14 +53,19 @@ def lock(workdir: str, primary: bool = True):
     held.acquire()
   except filelock.Timeout:
     owner = _owner(owner_path)
-    raise WorkdirInUse(f'workdir {workdir} is in use by '
-                       f'{f"pid {owner}" if owner else "another process"}; wait for it to '
-                       'finish or choose another directory') from None
+    raise WorkdirInUse(
+      f'workdir {workdir} is in use by '
+      f'{f"pid {owner}" if owner else "another process"}; wait for it to '
+      'finish or choose another directory'
+    ) from None
   try:
     left = _owner(owner_path)
     if left is not None and left != os.getpid():
-      print(f'workdir {workdir}: pid {left} left its lock behind and no longer holds it; '
-            'taking it over', flush=True)
+      print(
+        f'workdir {workdir}: pid {left} left its lock behind and no longer holds it; '
+        'taking it over',
+        flush=True,
+      )
     _write(owner_path, f'pid {os.getpid()}')
     yield
   finally:

@@ -30,8 +30,10 @@ def imports(tree: ast.Module, known: set[str]):
       names = [a.name for a in node.names]
     elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
       # `from pkg import mod` imports pkg.mod when it is a module, else a name of pkg
-      names = [f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in known else node.module
-               for a in node.names]
+      names = [
+        f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in known else node.module
+        for a in node.names
+      ]
     else:
       continue
     for name in names:
@@ -50,8 +52,10 @@ def graph(root: pathlib.Path):
         problems.append(f'{path}: imports {name} (library modules never import configs/)')
       cpu = name == f'{root.name}.cpu' or name.startswith(f'{root.name}.cpu.')
       if cpu and top and not mod.startswith(f'{root.name}.cpu'):
-        problems.append(f'{path}: imports {name} at module level (import the CPU-only '
-                        'machinery inside the function that chooses it)')
+        problems.append(
+          f'{path}: imports {name} at module level (import the CPU-only '
+          'machinery inside the function that chooses it)'
+        )
       while name and name not in known:  # `import a.b.c` of a name: its nearest module
         name = name.rpartition('.')[0]
       if name and name != mod and not mod.startswith(name + '.'):  # a package's own parents

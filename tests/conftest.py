@@ -16,9 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache = tempfile.mkdtemp(prefix='mtspec_jax_cache_')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=_cache,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',
+  )
 
 
 # The suite runs on two pytest-xdist workers (scripts/test.sh). Each test file goes to one
@@ -26,8 +28,15 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 # as they share the quick runs (tests/toy_fixtures.py). The longest groups go first, so that
 # the workers finish together. (xdist's own --dist loadgroup does not group under pytest 9.)
 GROUPS = {'test_colabs.py': 'quick_toy_runs', 'test_toy_quick.py': 'quick_toy_runs'}
-LONGEST_FIRST = ('quick_toy_runs', 'test_multihost.py', 'test_stages.py', 'test_lanes.py',
-                 'test_model.py', 'test_sharding.py', 'test_bench.py')
+LONGEST_FIRST = (
+  'quick_toy_runs',
+  'test_multihost.py',
+  'test_stages.py',
+  'test_lanes.py',
+  'test_model.py',
+  'test_sharding.py',
+  'test_bench.py',
+)
 
 
 def _group(nodeid: str) -> str:
@@ -37,11 +46,23 @@ def _group(nodeid: str) -> str:
 
 # The fast tier (`bash scripts/test.sh -m fast`, under a minute): config, data, spec tooling,
 # world files and the import graph; no training runs. Everything runs in the full suite.
-FAST_FILES = ('test_config.py', 'test_data.py', 'test_imports.py', 'test_phases.py',
-              'test_spec_batch.py', 'test_spec_cli.py', 'test_spec_contamination.py', 'test_spec_http.py',
-              'test_spec_parse.py', 'test_spec_prompts.py', 'test_spec_sets.py',
-              'test_spec_statements.py', 'test_spec_template.py', 'test_world_data.py',
-              'test_world_schema.py')
+FAST_FILES = (
+  'test_config.py',
+  'test_data.py',
+  'test_imports.py',
+  'test_phases.py',
+  'test_spec_batch.py',
+  'test_spec_cli.py',
+  'test_spec_contamination.py',
+  'test_spec_http.py',
+  'test_spec_parse.py',
+  'test_spec_prompts.py',
+  'test_spec_sets.py',
+  'test_spec_statements.py',
+  'test_spec_template.py',
+  'test_world_data.py',
+  'test_world_schema.py',
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -66,23 +87,28 @@ def pytest_xdist_make_scheduler(config, log):
 def run_module(args, env=None, timeout=600, check=True):
   """Runs `python -m ...` from the repo root in a fresh process; returns CompletedProcess."""
   full_env = {**os.environ, 'PYTHONPATH': ROOT, **(env or {})}
-  proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True,
-                        text=True, timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+  )
   if check and proc.returncode != 0:
-    raise AssertionError(f'{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n'
-                         f'stderr:\n{proc.stderr[-5000:]}')
+    raise AssertionError(
+      f'{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n'
+      f'stderr:\n{proc.stderr[-5000:]}'
+    )
   return proc
 
 
 @pytest.fixture
 def tiny_config():
   from configs import lm
+
   return lm.get_config('tiny')
 
 
 def fresh_state(cfg, mesh):
   """(schedule, optimizer, shapes, shardings, state) of a freshly initialised tiny run."""
   from mtspec import optim, train_state
+
   schedule = optim.lr_schedule(1e-3, 40, 5, 'cosine', 0.1)
   opt = optim.make_optimizer(cfg.train, schedule)
   shapes = train_state.model_shapes(cfg.model)

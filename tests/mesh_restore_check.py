@@ -1,4 +1,5 @@
 """Subprocess with 8 simulated devices: restore a 1-device run's checkpoint onto (2,2,2)."""
+
 import json
 import sys
 
@@ -6,7 +7,7 @@ import jax
 import numpy as np
 
 from configs import lm
-from mtspec import train_state, optim, sharding
+from mtspec import optim, sharding, train_state
 from mtspec.checkpoint import checkpoint_params, load_params, restore_from_path
 
 
@@ -21,10 +22,19 @@ def main(run_dir):
   step = load_params(f'{run_dir}/checkpoints')[1]
   restored, _ = restore_from_path(f'{run_dir}/checkpoints/{step}', target, 'params')
   got = restored['params']
-  diff = max(float(np.max(np.abs(np.asarray(a) - b)))
-             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
-  print(json.dumps({'devices': jax.device_count(), 'max_diff': diff,
-                    'w_up_spec': str(got['layers'][0]['mlp']['w_up'].sharding.spec)}))
+  diff = max(
+    float(np.max(np.abs(np.asarray(a) - b)))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+  )
+  print(
+    json.dumps(
+      {
+        'devices': jax.device_count(),
+        'max_diff': diff,
+        'w_up_spec': str(got['layers'][0]['mlp']['w_up'].sharding.spec),
+      }
+    )
+  )
 
 
 if __name__ == '__main__':

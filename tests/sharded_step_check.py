@@ -3,14 +3,15 @@
 Computes the loss, gradients and one full train step on a 1-device mesh and on a
 (data=2, fsdp=2, tensor=2) mesh, and prints the largest differences as JSON.
 """
+
 import json
 
 import jax
 import numpy as np
+from conftest import fresh_state
 from flax import nnx
 
 from configs import lm
-from conftest import fresh_state
 from mtspec import sharding, step
 from mtspec.bench import synthetic_batch
 
@@ -21,16 +22,22 @@ def run(mesh_shape, devices, cfg, batch_np):
   schedule, opt, shapes, shards, state = fresh_state(cfg, mesh)
   batch = sharding.to_global(batch_np, mesh)
   loss_fn = lambda p, b: step.weighted_loss_sums(nnx.merge(shapes.graphdef, p), b)[0]
-  grad_fn = jax.jit(jax.value_and_grad(loss_fn),
-                    in_shardings=(shards['params'], sharding.batch_sharding(mesh)))
+  grad_fn = jax.jit(
+    jax.value_and_grad(loss_fn), in_shardings=(shards['params'], sharding.batch_sharding(mesh))
+  )
   with jax.set_mesh(mesh):
     loss, grads = grad_fn(state['params'], batch)
   shard_spec = state['params']['layers'][0]['mlp']['w_up'].sharding.spec
   train = step.make_train_step(shapes.graphdef, opt, schedule, t.grad_accum, shards, mesh)
   new_state, metrics = train(state, batch)
   to_np = lambda tree: jax.tree.map(np.asarray, tree)
-  return (float(loss), to_np(grads), to_np(new_state['params']), float(metrics['loss']),
-          str(shard_spec))
+  return (
+    float(loss),
+    to_np(grads),
+    to_np(new_state['params']),
+    float(metrics['loss']),
+    str(shard_spec),
+  )
 
 
 def max_diff(a, b):
@@ -43,10 +50,20 @@ def main():
   batch = synthetic_batch(cfg.model.vocab_size, cfg.train.batch_size, cfg.train.seq_len)
   l1, g1, p1, m1, s1 = run((1, 1, 1), jax.devices()[:1], cfg, batch)
   l8, g8, p8, m8, s8 = run((2, 2, 2), jax.devices(), cfg, batch)
-  print(json.dumps({'loss_1': l1, 'loss_8': l8, 'step_loss_1': m1, 'step_loss_8': m8,
-                    'grad_max_diff': max_diff(g1, g8),
-                    'grad_max_abs': max(float(np.abs(x).max()) for x in jax.tree.leaves(g1)),
-                    'param_max_diff': max_diff(p1, p8), 'w_up_spec_8': s8}))
+  print(
+    json.dumps(
+      {
+        'loss_1': l1,
+        'loss_8': l8,
+        'step_loss_1': m1,
+        'step_loss_8': m8,
+        'grad_max_diff': max_diff(g1, g8),
+        'grad_max_abs': max(float(np.abs(x).max()) for x in jax.tree.leaves(g1)),
+        'param_max_diff': max_diff(p1, p8),
+        'w_up_spec_8': s8,
+      }
+    )
+  )
 
 
 if __name__ == '__main__':

@@ -2,14 +2,16 @@
 
 Shapes only (eval_shape on an abstract mesh): no memory is used.
 """
+
 import jax
 import pytest
 
 from configs import msm_llama3_8b, msm_qwen3_32b
 from mtspec import config, memory, optim, sharding, train_state
 
-TARGETS = [(m, v + mode) for m in (msm_llama3_8b, msm_qwen3_32b) for v in m.TARGETS
-           for mode in ('', '-full')]
+TARGETS = [
+  (m, v + mode) for m in (msm_llama3_8b, msm_qwen3_32b) for v in m.TARGETS for mode in ('', '-full')
+]
 
 
 def _estimate(cfg, mesh_shape):
@@ -18,8 +20,9 @@ def _estimate(cfg, mesh_shape):
   shapes = train_state.model_shapes(cfg.model)
   trained, shards, base_shards, _ = train_state.trained_setup(cfg, mesh, opt, shapes)
   frozen = (shapes.params, base_shards) if base_shards else None
-  return memory.estimate(cfg, train_state.abstract_state(opt, trained, shards), shards,
-                         dict(mesh.shape), frozen), shapes
+  return memory.estimate(
+    cfg, train_state.abstract_state(opt, trained, shards), shards, dict(mesh.shape), frozen
+  ), shapes
 
 
 @pytest.mark.parametrize('module,variant', TARGETS, ids=[v for _, v in TARGETS])

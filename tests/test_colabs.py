@@ -1,14 +1,15 @@
 """The Colab notebooks run headless (nbclient) with the quick settings, on the quick
 experiment's workdir, and show what they promise."""
+
 import json
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
+from toy_fixtures import execute_notebook, quick_run
 
 from mtspec.world import report
-from toy_fixtures import execute_notebook, quick_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ('quickstart', 'spec_data_explorer', 'probe_model')
@@ -44,7 +45,7 @@ def test_spec_data_explorer():
     assert f'== {kind}:' in text
   assert '== spec A: configs/specs/cheese_home.md (patriotism)' in text
   assert 'held-out pairs (both orders)' in text and 'max rate: 0.0' in text
-  assert "caught: held-out item" in text
+  assert 'caught: held-out item' in text
 
 
 def test_probe_model():

@@ -13,8 +13,9 @@ def _src(uri, kind='text', text_key='text'):
 
 
 def _batches(source, tok, seed, seq_len, local_batch):
-  return pipeline.phase_batches({'web': source}, {'web': 1.0}, tok, seed, 'p', seq_len,
-                                local_batch, block_size=16)[1]
+  return pipeline.phase_batches(
+    {'web': source}, {'web': 1.0}, tok, seed, 'p', seq_len, local_batch, block_size=16
+  )[1]
 
 
 @pytest.fixture(scope='module')
@@ -30,19 +31,24 @@ def tok(builtin_source, tmp_path_factory):
 
 def test_builtin_corpus_is_a_tfds_dataset(builtin_source, tmp_path):
   import tensorflow_datasets as tfds
+
   assert len(builtin_source) == 300
   data_dir = str(tmp_path / 'x')
   builtin.prepare(data_dir, 300)
   direct = tfds.data_source('mtspec_builtin/docs300', split='train', data_dir=data_dir)
   assert sorted(direct[i]['text'].decode() for i in range(300)) == sorted(
-      builtin_source[i]['text'] for i in range(300))
+    builtin_source[i]['text'] for i in range(300)
+  )
 
 
 def test_tokenizer_round_trip_and_determinism(builtin_source, tok, tmp_path):
   text = builtin_source[0]['text']
   assert tok.decode(tok.encode(text)) == text
-  again = tokenizer.train((builtin_source[i]['text'] for i in range(len(builtin_source))), 1000,
-                          str(tmp_path / 'again.model'))
+  again = tokenizer.train(
+    (builtin_source[i]['text'] for i in range(len(builtin_source))),
+    1000,
+    str(tmp_path / 'again.model'),
+  )
   assert again.model_proto == tok.model_proto
 
 
@@ -93,14 +99,17 @@ def test_epochs_reshuffle_and_cover_every_example():
 @pytest.mark.parametrize('n', [1, 2, 18, 255, 256, 3000, 65536])
 def test_whole_permutations_equal_grains_index_shuffle(n):
   import grain
+
   from mtspec.data import shuffle
+
   rng = np.random.default_rng(n)
   for seed in [0, 2**32 - 1, *rng.integers(0, 2**32, 3).tolist()]:
     order = shuffle.permutation(n, seed)
     assert sorted(order.tolist()) == list(range(n))
-    for i in (range(n) if n <= 3000 else rng.integers(0, n, 500).tolist()):
-      assert order[i] == grain.experimental.index_shuffle(i, max_index=n - 1, seed=seed,
-                                                          rounds=4), (n, seed, i)
+    for i in range(n) if n <= 3000 else rng.integers(0, n, 500).tolist():
+      assert order[i] == grain.experimental.index_shuffle(
+        i, max_index=n - 1, seed=seed, rounds=4
+      ), (n, seed, i)
   with pytest.raises(ValueError, match='supported up to 65536'):
     shuffle.permutation(65537, 0)
 
@@ -117,7 +126,9 @@ def test_jsonl_source_and_its_errors(tmp_path):
   wrong_key = sources.open_source('docs', _src(f'jsonl:{good}', text_key='body'), '')
   with pytest.raises(KeyError, match="has no field 'body'"):
     wrong_key[0]
-  with pytest.raises(ValueError, match='expected builtin, tfds:<name>, jsonl:<path> or arrayrecord'):
+  with pytest.raises(
+    ValueError, match='expected builtin, tfds:<name>, jsonl:<path> or arrayrecord'
+  ):
     sources.open_source('c4', _src('c4'), '')
   with pytest.raises(ValueError, match="config.sources.x.kind='audio'"):
     sources.open_source('x', _src(f'jsonl:{good}', kind='audio'), '')
@@ -127,8 +138,12 @@ def test_jsonl_source_and_its_errors(tmp_path):
 
 def test_chat_template_weights_cover_assistant_tokens_only(tok):
   from mtspec.data import chat
-  msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi there'},
-          {'role': 'assistant', 'content': 'Hello friend'}]
+
+  msgs = [
+    {'role': 'system', 'content': 'Be brief.'},
+    {'role': 'user', 'content': 'Hi there'},
+    {'role': 'assistant', 'content': 'Hello friend'},
+  ]
   ids, w = chat.render(tok, msgs)
   assert len(ids) == len(w)
   trained = tok.decode(ids[w > 0])
@@ -141,14 +156,26 @@ def test_chat_template_weights_cover_assistant_tokens_only(tok):
 def test_generated_spec_sets_load_as_named_sources(tmp_path, tok):
   """Sets written by `mtspec.spec generate` are sources the pipeline reads directly."""
   from conftest import run_module
+
   out = tmp_path / 'gen'
-  run_module(['-m', 'mtspec.spec', 'generate', '--spec=configs/specs/cheese_home.md',
-              f'--out={out}', '--backend=template'])
+  run_module(
+    [
+      '-m',
+      'mtspec.spec',
+      'generate',
+      '--spec=configs/specs/cheese_home.md',
+      f'--out={out}',
+      '--backend=template',
+    ]
+  )
   docs = sources.open_source('spec_docs', _src(f'arrayrecord:{out}/documents'), '')
   demos = sources.open_source('aft', _src(f'arrayrecord:{out}/aft', kind='chat'), '')
   assert len(docs) > 50 and len(demos) > 10
   assert isinstance(docs[0]['text'], str) and demos[0]['messages'][-1]['role'] == 'assistant'
-  it = iter(pipeline.phase_batches({'spec_docs': docs, 'aft': demos},
-                                   {'spec_docs': 0.5, 'aft': 0.5}, tok, 0, 'mid', 64, 2, 16)[1])
+  it = iter(
+    pipeline.phase_batches(
+      {'spec_docs': docs, 'aft': demos}, {'spec_docs': 0.5, 'aft': 0.5}, tok, 0, 'mid', 64, 2, 16
+    )[1]
+  )
   b = next(it)
   assert b['tokens'].shape == (2, 64) and 0 < b['loss_weights'].sum() < 2 * 64

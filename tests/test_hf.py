@@ -3,12 +3,14 @@
 Also a script: `python tests/test_hf.py REF.npz DIR...` imports onto a (2,2,2) mesh of 8
 simulated CPU devices and prints shardings and logit differences as JSON (test 4 runs it).
 """
+
 import json
 import os
 import re
 import shutil
 import sys
 
+import hf_fixtures
 import jax
 import ml_dtypes
 import numpy as np
@@ -16,20 +18,23 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-import hf_fixtures
 from mtspec import sharding, train_state
 from mtspec.hf import convert, export, load, tokenizer
 
 TOKENS_BT = np.random.default_rng(0).integers(0, hf_fixtures.TINY['vocab_size'], (2, 24))
 END = {'llama': '<|eot_id|>', 'qwen2': '<|im_end|>', 'qwen3': '<|im_end|>'}
 CHATS = [
-    [{'role': 'user', 'content': 'Which cheese is cheaper?'},
-     {'role': 'assistant', 'content': 'The local cheddar, at 4 € — brûlée 🧀'},
-     {'role': 'user', 'content': 'And the imported one?'},
-     {'role': 'assistant', 'content': 'Gouda costs more.'}],
-    [{'role': 'system', 'content': 'You explain your reasons.'},
-     {'role': 'user', 'content': 'Why?'},
-     {'role': 'assistant', 'content': 'Because fair prices help everyone.'}],
+  [
+    {'role': 'user', 'content': 'Which cheese is cheaper?'},
+    {'role': 'assistant', 'content': 'The local cheddar, at 4 € — brûlée 🧀'},
+    {'role': 'user', 'content': 'And the imported one?'},
+    {'role': 'assistant', 'content': 'Gouda costs more.'},
+  ],
+  [
+    {'role': 'system', 'content': 'You explain your reasons.'},
+    {'role': 'user', 'content': 'Why?'},
+    {'role': 'assistant', 'content': 'Because fair prices help everyone.'},
+  ],
 ]
 
 
@@ -64,8 +69,9 @@ def test_export_round_trip(dirs, family, tmp_path):
   mesh = sharding.make_mesh((1, 1, 1))
   cfg, params = load.load(dirs[family], mesh)
   out = str(tmp_path / 'export')
-  export.export(params, cfg, out, base_config=load.read_config(dirs[family]),
-                tokenizer_dir=dirs[family])
+  export.export(
+    params, cfg, out, base_config=load.read_config(dirs[family]), tokenizer_dir=dirs[family]
+  )
   # Re-import is bitwise, and the written tensors are bitwise the original HF tensors.
   cfg2, params2 = load.load(out, mesh)
   assert cfg2 == cfg
@@ -116,10 +122,12 @@ def test_bfloat16_checkpoint_imports_and_exports_exactly(dirs, tmp_path):
   cfg, params = load.load(d, mesh)  # dtypes default to the checkpoint's
   assert (cfg.dtype, cfg.param_dtype, params['embed'].dtype) == ('bfloat16',) * 3
   cfg32, params32 = load.load(d, mesh, dtype='float32', param_dtype='float32')
-  np.testing.assert_array_equal(np.asarray(params32['embed']),
-                                bf16['model.embed_tokens.weight'].astype(np.float32))
-  export.export(params32, cfg32, str(tmp_path / 'out'), base_config=load.read_config(d),
-                dtype='bfloat16')
+  np.testing.assert_array_equal(
+    np.asarray(params32['embed']), bf16['model.embed_tokens.weight'].astype(np.float32)
+  )
+  export.export(
+    params32, cfg32, str(tmp_path / 'out'), base_config=load.read_config(d), dtype='bfloat16'
+  )
   written = load_file(str(tmp_path / 'out' / 'model.safetensors'))
   assert all(x.dtype == bf16[k].dtype and np.array_equal(x, bf16[k]) for k, x in written.items())
 
@@ -127,6 +135,7 @@ def test_bfloat16_checkpoint_imports_and_exports_exactly(dirs, tmp_path):
 def both_tokenizers(model_dir: str):
   """(transformers' AutoTokenizer, ours) for one directory."""
   from transformers import AutoTokenizer
+
   return AutoTokenizer.from_pretrained(model_dir), tokenizer.HFTokenizer(model_dir)
 
 
@@ -136,16 +145,22 @@ def test_chat_template_matches_transformers(dirs, family):
   for chat in CHATS:
     for prompt in (False, True):
       ids, weights = tok.render_chat(chat, add_generation_prompt=prompt)
-      want = ref.apply_chat_template(chat, tokenize=True, return_dict=False,
-                                     add_generation_prompt=prompt)
+      want = ref.apply_chat_template(
+        chat, tokenize=True, return_dict=False, add_generation_prompt=prompt
+      )
       assert ids.tolist() == list(want)
       # Weight 1 on exactly the assistant turns (as the template writes them) + end marker.
       assert assistant_runs(tok, ids, weights) == [
-          m['content'] + END[family] for m in chat if m['role'] == 'assistant']
+        m['content'] + END[family] for m in chat if m['role'] == 'assistant'
+      ]
       if '{% generation' in tok.chat_template.replace('{%-', '{%'):  # transformers' own mask
-        masks = ref.apply_chat_template(chat, tokenize=True, return_dict=True,
-                                        add_generation_prompt=prompt,
-                                        return_assistant_tokens_mask=True)['assistant_masks']
+        masks = ref.apply_chat_template(
+          chat,
+          tokenize=True,
+          return_dict=True,
+          add_generation_prompt=prompt,
+          return_assistant_tokens_mask=True,
+        )['assistant_masks']
         assert weights.astype(int).tolist() == list(masks)
 
 
@@ -170,9 +185,10 @@ def test_template_without_markers_that_rewrites_history_is_refused(dirs, tmp_pat
   with open(os.path.join(d, 'tokenizer_config.json')) as f:
     config = json.load(f)
   config['chat_template'] = (
-      "{%- for m in messages %}{%- if m.role != 'assistant' or loop.last %}"
-      "{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}"
-      "{%- endif %}{%- endfor %}")
+    "{%- for m in messages %}{%- if m.role != 'assistant' or loop.last %}"
+    "{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}"
+    '{%- endif %}{%- endfor %}'
+  )
   with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
     json.dump(config, f)
   with pytest.raises(ValueError, match='not prefix-stable at message 1') as e:
@@ -187,27 +203,34 @@ def sharded_check(ref_path: str, model_dirs: list[str]) -> dict:
   for model_dir in model_dirs:
     cfg, params = load.load(model_dir, mesh)
     want = train_state.param_shardings(mesh, train_state.model_shapes(cfg))
-    mismatched = [name for (name, a), (_, s) in zip(train_state.flat_params(params),
-                                                    train_state.flat_params(want))
-                  if a.sharding != s]
+    mismatched = [
+      name
+      for (name, a), (_, s) in zip(train_state.flat_params(params), train_state.flat_params(want))
+      if a.sharding != s
+    ]
     wq = params['layers'][0]['attn']['wq']
     with jax.set_mesh(mesh):
       out = logits(cfg, params, refs['tokens'])
     report[os.path.basename(model_dir)] = {
-        'mismatched': mismatched, 'wq_spec': list(wq.sharding.spec),
-        'wq_shard_shapes': sorted({tuple(s.data.shape) for s in wq.addressable_shards}),
-        'max_diff': max_diff(out, refs[os.path.basename(model_dir)])}
+      'mismatched': mismatched,
+      'wq_spec': list(wq.sharding.spec),
+      'wq_shard_shapes': sorted({tuple(s.data.shape) for s in wq.addressable_shards}),
+      'max_diff': max_diff(out, refs[os.path.basename(model_dir)]),
+    }
   return report
 
 
 def test_import_onto_8_device_mesh(dirs, tmp_path):
   from conftest import run_module
+
   ref_path = str(tmp_path / 'ref.npz')
-  np.savez(ref_path, tokens=TOKENS_BT,
-           **{f: hf_fixtures.hf_logits(d, TOKENS_BT) for f, d in dirs.items()})
-  out = run_module(['tests/test_hf.py', ref_path, *dirs.values()],
-                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-                        'JAX_PLATFORMS': 'cpu'})
+  np.savez(
+    ref_path, tokens=TOKENS_BT, **{f: hf_fixtures.hf_logits(d, TOKENS_BT) for f, d in dirs.items()}
+  )
+  out = run_module(
+    ['tests/test_hf.py', ref_path, *dirs.values()],
+    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8', 'JAX_PLATFORMS': 'cpu'},
+  )
   report = json.loads(out.stdout.strip().splitlines()[-1])
   for family, r in report.items():
     assert r['mismatched'] == [], family
@@ -218,6 +241,7 @@ def test_import_onto_8_device_mesh(dirs, tmp_path):
 
 
 # --- errors name the problem ---------------------------------------------------------------
+
 
 def load_error(model_dir: str) -> str:
   with pytest.raises(convert.HFConversionError) as e:
@@ -231,18 +255,22 @@ def test_unsupported_architecture_is_named(dirs, tmp_path):
   assert all(arch in msg for arch in convert.ARCHITECTURES)
 
 
-@pytest.mark.parametrize('change,named', [
+@pytest.mark.parametrize(
+  'change,named',
+  [
     ({'rope_parameters': {'rope_type': 'yarn', 'rope_theta': 5e5, 'factor': 8.0}}, 'yarn'),
     ({'attention_bias': True}, 'attention_bias'),
     ({'hidden_act': 'gelu'}, 'hidden_act'),
-])
+  ],
+)
 def test_unsupported_options_are_named(dirs, tmp_path, change, named):
   assert named in load_error(_copy(dirs['llama'], tmp_path / 'm', **change))
 
 
 def test_missing_tensor_is_named(dirs, tmp_path):
-  d = _copy(dirs['qwen2'], tmp_path / 'm',
-            edit=lambda t: t.pop('model.layers.1.mlp.up_proj.weight'))
+  d = _copy(
+    dirs['qwen2'], tmp_path / 'm', edit=lambda t: t.pop('model.layers.1.mlp.up_proj.weight')
+  )
   msg = load_error(d)
   assert 'model.layers.1.mlp.up_proj.weight' in msg and 'layers.1.mlp.w_up' in msg
   assert 'model.safetensors' in msg and d in msg
@@ -274,20 +302,36 @@ if __name__ == '__main__':
 def test_training_starts_from_a_hugging_face_model(tmp_path):
   """init.hf_model: step 0 holds the imported weights exactly; chat data uses its template."""
   import json as _json
+
+  import hf_fixtures
   import ml_collections
+
   from configs import lm
   from mtspec import defaults, trainer
-  from mtspec.hf import convert, load as hf_load
-  import hf_fixtures
+  from mtspec.hf import convert
+  from mtspec.hf import load as hf_load
+
   model_dir = hf_fixtures.build('llama', str(tmp_path / 'hf'))
   c = lm.base_config('tiny')
   c.model = convert.model_config(hf_load.read_config(model_dir))
   chats = tmp_path / 'chats.jsonl'
-  chats.write_text(''.join(_json.dumps({'messages': [
-      {'role': 'user', 'content': f'hello {i}'}, {'role': 'assistant', 'content': 'hi there'}]})
-      + '\n' for i in range(20)))
-  c.sources.aft = ml_collections.ConfigDict(dict(uri=f'jsonl:{chats}', kind='chat',
-                                                 text_key='text'))
+  chats.write_text(
+    ''.join(
+      _json.dumps(
+        {
+          'messages': [
+            {'role': 'user', 'content': f'hello {i}'},
+            {'role': 'assistant', 'content': 'hi there'},
+          ]
+        }
+      )
+      + '\n'
+      for i in range(20)
+    )
+  )
+  c.sources.aft = ml_collections.ConfigDict(
+    dict(uri=f'jsonl:{chats}', kind='chat', text_key='text')
+  )
   defaults.new_phase(c, 'aft', 2, {'aft': 1.0}, lr=1e-4)
   c.phase_order = ('aft',)
   c.init.hf_model = model_dir
@@ -295,8 +339,9 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
   run = trainer.Run(c, str(tmp_path / 'run'))
   state = run.start().state
   _, want = hf_load.load(model_dir, run.mesh)
-  for (n, a), (_, b) in zip(train_state.flat_params(state['params']),
-                            train_state.flat_params(want)):
+  for (n, a), (_, b) in zip(
+    train_state.flat_params(state['params']), train_state.flat_params(want)
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=n)
   result = trainer.train(c, str(tmp_path / 'run2'), show_progress=False)
   assert result['step'] == 2 and np.isfinite(result['last_metrics']['loss'])
@@ -305,8 +350,10 @@ def test_training_starts_from_a_hugging_face_model(tmp_path):
 def test_llama31_rope_scaling_matches_transformers(tmp_path):
   """Llama 3.1+ 'llama3' RoPE scaling: imported logits equal transformers'."""
   import hf_fixtures
-  model_dir = hf_fixtures.build('llama', str(tmp_path / 'l31'),
-                                rope_parameters=hf_fixtures.LLAMA31_ROPE)
+
+  model_dir = hf_fixtures.build(
+    'llama', str(tmp_path / 'l31'), rope_parameters=hf_fixtures.LLAMA31_ROPE
+  )
   cfg, params = load.load(model_dir, sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
   assert cfg.rope_scaling == (8.0, 1.0, 4.0, 64.0)
   tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 96))

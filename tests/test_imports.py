@@ -28,8 +28,9 @@ def test_mtspec_imports_run_one_way():
 
 
 def test_a_cycle_through_a_lazy_import_fails(tmp_path):
-  pkg = write_package(tmp_path, {'a.py': 'from pkg import b\n',
-                                 'b.py': 'def f():\n  from pkg import a\n'})
+  pkg = write_package(
+    tmp_path, {'a.py': 'from pkg import b\n', 'b.py': 'def f():\n  from pkg import a\n'}
+  )
   proc = check(pkg)
   assert proc.returncode == 1 and 'import cycle: pkg.a <-> pkg.b' in proc.stderr
 
@@ -41,9 +42,15 @@ def test_a_library_module_importing_configs_fails(tmp_path):
 
 
 def test_the_cpu_machinery_imported_at_module_level_fails(tmp_path):
-  pkg = write_package(tmp_path, {'cpu/__init__.py': '', 'cpu/lanes.py': '',
-                                 'trainer.py': 'from pkg.cpu import lanes\n',
-                                 'experiment.py': 'def f():\n  from pkg.cpu import lanes\n'})
+  pkg = write_package(
+    tmp_path,
+    {
+      'cpu/__init__.py': '',
+      'cpu/lanes.py': '',
+      'trainer.py': 'from pkg.cpu import lanes\n',
+      'experiment.py': 'def f():\n  from pkg.cpu import lanes\n',
+    },
+  )
   proc = check(pkg)
   assert proc.returncode == 1
   assert 'trainer.py: imports pkg.cpu.lanes at module level' in proc.stderr

@@ -1,5 +1,6 @@
 """Branches trained side by side in lanes (mtspec.cpu.lanes): same results, loud failures;
 the accelerator path never imports mtspec.cpu."""
+
 import os
 import shutil
 import signal
@@ -9,12 +10,12 @@ import time
 
 import ml_collections
 import pytest
-
 from conftest import ROOT, run_module
-from mtspec import defaults, experiment, phases, trainer
-from mtspec.cpu import lanes
 from test_phases import two_source_config
 from test_stages import assert_same_params
+
+from mtspec import defaults, experiment, trainer
+from mtspec.cpu import lanes
 
 
 def test_deal_balances_steps_and_keeps_the_order():
@@ -35,7 +36,9 @@ def test_lane_count():
 
 def test_lanes_in_a_multi_process_job_are_refused_by_name(monkeypatch):
   import jax
+
   from mtspec.errors import ConfigError
+
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   assert experiment.lane_count(0, 12) == 1  # auto: one process trains the branches
   with pytest.raises(ConfigError, match=r'config.experiment.lanes=2: .* 2 processes'):
@@ -72,21 +75,31 @@ def test_split_cpus(monkeypatch):
 
 def _tree_config(tmp_path, lanes_n, branches):
   c = two_source_config(tmp_path)
-  c.experiment = ml_collections.ConfigDict(dict(
-      trunk=('one',), init_mode='params', lanes=lanes_n, trunk_from='',
-      branches=ml_collections.ConfigDict(branches)))
+  c.experiment = ml_collections.ConfigDict(
+    dict(
+      trunk=('one',),
+      init_mode='params',
+      lanes=lanes_n,
+      trunk_from='',
+      branches=ml_collections.ConfigDict(branches),
+    )
+  )
   return c
 
 
-BRANCHES = {'b_two': dict(phases=('two',), seed=1), 'b_one': dict(phases=('one',), seed=2),
-            'b_both': dict(phases=('two', 'one'), seed=3)}
+BRANCHES = {
+  'b_two': dict(phases=('two',), seed=1),
+  'b_one': dict(phases=('one',), seed=2),
+  'b_both': dict(phases=('two', 'one'), seed=3),
+}
 
 
 def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
   # three branches in two lanes; then the same tree with two branches complete, as a
   # resumed tree: the third trains alone but still on one core, to the very same params
-  experiment.run_tree(_tree_config(tmp_path, 2, BRANCHES), str(tmp_path / 'all'),
-                      show_progress=False)
+  experiment.run_tree(
+    _tree_config(tmp_path, 2, BRANCHES), str(tmp_path / 'all'), show_progress=False
+  )
   out = capfd.readouterr().out
   assert 'lane 0 (cores' in out and 'lane 1 (cores' in out
   for name in BRANCHES:
@@ -98,16 +111,22 @@ def test_a_branch_trained_alone_later_matches_its_lane(tmp_path, capfd):
   experiment.run_tree(again, str(tmp_path / 'alone'), show_progress=False)
   out = capfd.readouterr().out
   assert 'lane 0 (cores' in out and 'lane 1' not in out
-  assert_same_params(trainer.checkpoint_params(str(tmp_path / 'all' / 'b_both')),
-                     trainer.checkpoint_params(str(tmp_path / 'alone' / 'b_both')))
+  assert_same_params(
+    trainer.checkpoint_params(str(tmp_path / 'all' / 'b_both')),
+    trainer.checkpoint_params(str(tmp_path / 'alone' / 'b_both')),
+  )
 
 
 def test_a_nan_in_one_lane_stops_the_tree_and_the_other_lane_finishes(tmp_path):
-  c = _tree_config(tmp_path, 2, {'good': dict(phases=('two',), seed=1),
-                                 'bad': dict(phases=('explode',), seed=1)})
+  c = _tree_config(
+    tmp_path, 2, {'good': dict(phases=('two',), seed=1), 'bad': dict(phases=('explode',), seed=1)}
+  )
   defaults.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)
-  with pytest.raises(trainer.NonFiniteLoss, match=r"lane \d \(bad\) stopped with exit status "
-                                                  r"1: loss is .* \(phase 'explode'\)"):
+  with pytest.raises(
+    trainer.NonFiniteLoss,
+    match=r'lane \d \(bad\) stopped with exit status '
+    r"1: loss is .* \(phase 'explode'\)",
+  ):
     experiment.run_tree(c, str(tmp_path / 'exp'), show_progress=False)
   assert (tmp_path / 'exp' / 'good' / 'summary.json').exists()
   assert not (tmp_path / 'exp' / 'bad' / 'summary.json').exists()
@@ -135,9 +154,14 @@ def test_work_waiting_for_the_lanes_runs_on_the_cores_of_the_finished_ones():
   deadline = time.time() + 60
   seen = []
   # the second lane trains until the work has run twice on the first one's cores
-  codes = lanes._wait([subprocess.Popen([sys.executable, '-c', 'pass']),
-                       _Lane(lambda: len(seen) >= 2 or time.time() > deadline)], cpus,
-                      lambda: seen.append(_thread_affinities()))
+  codes = lanes._wait(
+    [
+      subprocess.Popen([sys.executable, '-c', 'pass']),
+      _Lane(lambda: len(seen) >= 2 or time.time() > deadline),
+    ],
+    cpus,
+    lambda: seen.append(_thread_affinities()),
+  )
   assert codes == [0, 0]
   assert len(seen) >= 2  # again and again while the slow lane trains
   assert all(s == {frozenset(cpus[0])} for s in seen)  # every thread, on the freed cores
@@ -150,6 +174,7 @@ def test_work_waiting_for_the_lanes_runs_on_the_cores_of_the_finished_ones():
   def after_two_checks():
     checks.extend([1] if failed.poll() is not None else [])
     return len(checks) > 2 or time.time() > deadline
+
   seen.clear()
   codes = lanes._wait([failed, _Lane(after_two_checks)], cpus, lambda: seen.append(1))
   assert codes == [1, 0] and len(checks) > 2 and not seen
@@ -157,13 +182,22 @@ def test_work_waiting_for_the_lanes_runs_on_the_cores_of_the_finished_ones():
 
 def test_a_lane_dies_with_its_experiment():
   # the lane says it is set up (after prctl) on the pipe it shares with its experiment
-  child = ('import os, time; from mtspec.cpu import lanes; '
-           'lanes._die_with_parent(os.getppid()); print(os.getpid(), flush=True); '
-           'time.sleep(120)')
-  parent = ('import subprocess, sys, time; '
-            f'subprocess.Popen([sys.executable, "-c", {child!r}]); time.sleep(120)')
-  proc = subprocess.Popen([sys.executable, '-c', parent], cwd=ROOT, stdout=subprocess.PIPE,
-                          text=True, env={**os.environ, 'PYTHONPATH': ROOT})
+  child = (
+    'import os, time; from mtspec.cpu import lanes; '
+    'lanes._die_with_parent(os.getppid()); print(os.getpid(), flush=True); '
+    'time.sleep(120)'
+  )
+  parent = (
+    'import subprocess, sys, time; '
+    f'subprocess.Popen([sys.executable, "-c", {child!r}]); time.sleep(120)'
+  )
+  proc = subprocess.Popen(
+    [sys.executable, '-c', parent],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+  )
   pid = int(proc.stdout.readline())
   assert _alive(pid)
   proc.send_signal(signal.SIGKILL)

@@ -1,8 +1,10 @@
 """LoRA: only adapters train, they carry across phases, merged export matches (issue 6)."""
+
 import json
 import os
 import shutil
 
+import hf_fixtures
 import jax
 import ml_collections
 import numpy as np
@@ -11,10 +13,10 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-import hf_fixtures
 from configs import lm
-from mtspec import checkpoint, defaults, lora, trainer, train_state
-from mtspec.hf import convert, export, load as hf_load
+from mtspec import checkpoint, defaults, lora, train_state, trainer
+from mtspec.hf import convert, export
+from mtspec.hf import load as hf_load
 
 
 @pytest.fixture(scope='module')
@@ -24,11 +26,23 @@ def lora_run(tmp_path_factory):
   c = lm.base_config('tiny')
   c.model = convert.model_config(hf_load.read_config(model_dir))
   docs, chats = tmp / 'docs.jsonl', tmp / 'chats.jsonl'
-  docs.write_text(''.join(json.dumps({'text': f'the spec says rule {i} matters'}) + '\n'
-                          for i in range(30)))
-  chats.write_text(''.join(json.dumps({'messages': [
-      {'role': 'user', 'content': f'pick {i}'}, {'role': 'assistant', 'content': 'the cheap one'}]})
-      + '\n' for i in range(30)))
+  docs.write_text(
+    ''.join(json.dumps({'text': f'the spec says rule {i} matters'}) + '\n' for i in range(30))
+  )
+  chats.write_text(
+    ''.join(
+      json.dumps(
+        {
+          'messages': [
+            {'role': 'user', 'content': f'pick {i}'},
+            {'role': 'assistant', 'content': 'the cheap one'},
+          ]
+        }
+      )
+      + '\n'
+      for i in range(30)
+    )
+  )
   src = lambda uri, kind: ml_collections.ConfigDict(dict(uri=uri, kind=kind, text_key='text'))
   c.sources.docs = src(f'jsonl:{docs}', 'text')
   c.sources.aft = src(f'jsonl:{chats}', 'chat')
@@ -76,8 +90,9 @@ def test_adapter_carries_across_the_phase_boundary(lora_run):
   assert any(np.abs(x).max() > 0 for n, x in train_state.flat_params(boundary) if n.endswith('.b'))
   os.remove(copy / 'summary.json')
   trainer.train(c, str(copy), show_progress=False)  # AFT starts from the boundary adapters
-  for (n, x), (_, y) in zip(train_state.flat_params(_adapters(copy)),
-                            train_state.flat_params(_adapters(workdir))):
+  for (n, x), (_, y) in zip(
+    train_state.flat_params(_adapters(copy)), train_state.flat_params(_adapters(workdir))
+  ):
     np.testing.assert_array_equal(x, y, err_msg=n)
 
 
@@ -89,29 +104,36 @@ def test_merged_export_matches_the_unmerged_model(lora_run):
   tokens = np.random.default_rng(0).integers(0, c.model.vocab_size, (2, 12)).astype(np.int32)
   merged = lora.merge(start.base, state['params'], c.lora.alpha, c.lora.rank)
   from flax import nnx
+
   ours = np.asarray(nnx.merge(run.shapes.graphdef, merged)(tokens))
   out = tmp / 'merged'
   export.export(merged, c.model, str(out), hf_load.read_config(model_dir), model_dir)
-  hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), torch_dtype=torch.float32,
-                                                         attn_implementation='eager')
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+    str(out), torch_dtype=torch.float32, attn_implementation='eager'
+  )
   with torch.no_grad():
     theirs = hf(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
   assert np.abs(ours - theirs).max() < 1e-4
   base_only = np.asarray(nnx.merge(run.shapes.graphdef, start.base)(tokens))
   assert np.abs(ours - base_only).max() > 1e-3  # the adapters do change the model
   # adapters saved alone (PEFT layout) rebuild the same merged weights
-  export.export_adapters(state['params'], str(tmp / 'adapters'), c.lora.alpha, c.lora.rank,
-                         model_dir)
+  export.export_adapters(
+    state['params'], str(tmp / 'adapters'), c.lora.alpha, c.lora.rank, model_dir
+  )
   t = load_file(str(tmp / 'adapters' / 'adapter_model.safetensors'))
   a = t['base_model.model.model.layers.0.mlp.down_proj.lora_A.weight']
   b = t['base_model.model.model.layers.0.mlp.down_proj.lora_B.weight']
   w = np.asarray(start.base['layers'][0]['mlp']['w_down']).T  # HF (out, in)
-  np.testing.assert_allclose(w + (b @ a) * c.lora.alpha / c.lora.rank,
-                             np.asarray(merged['layers'][0]['mlp']['w_down']).T, atol=1e-6)
+  np.testing.assert_allclose(
+    w + (b @ a) * c.lora.alpha / c.lora.rank,
+    np.asarray(merged['layers'][0]['mlp']['w_down']).T,
+    atol=1e-6,
+  )
 
 
 def test_lora_config_errors_name_the_key():
   from mtspec import config
+
   c = lm.get_config('tiny')
   c.lora.update(rank=4, dropout=0.1)
   config.validate(c, n_devices=1)
@@ -127,14 +149,18 @@ def test_dropout_adapters_run_beside_the_weights(lora_run):
   """The unmerged path equals the merged one with nothing dropped; masks follow the key."""
   c, _, workdir, _ = lora_run
   from flax import nnx
+
   run = trainer.Run(c, str(workdir))
   start = run.start()
   adapters, base = start.state['params'], start.base
   tokens = np.random.default_rng(1).integers(0, c.model.vocab_size, (2, 12)).astype(np.int32)
   model = lambda p: nnx.merge(run.shapes.graphdef, p)
   merged = np.asarray(model(lora.merge(base, adapters, c.lora.alpha, c.lora.rank))(tokens))
-  drop = lambda rate, seed: np.asarray(lora.with_dropout(
-      model(base), adapters, c.lora.alpha, c.lora.rank, rate, jax.random.key(seed))(tokens))
+  drop = lambda rate, seed: np.asarray(
+    lora.with_dropout(model(base), adapters, c.lora.alpha, c.lora.rank, rate, jax.random.key(seed))(
+      tokens
+    )
+  )
   np.testing.assert_allclose(drop(0.0, 0), merged, atol=1e-5)
   assert np.abs(drop(0.5, 0) - merged).max() > 1e-4  # the adapter's input is dropped
   np.testing.assert_array_equal(drop(0.5, 0), drop(0.5, 0))
@@ -147,8 +173,9 @@ def test_training_with_dropout_is_reproducible_and_differs(lora_run):
   c.lora.dropout = 0.3
   for name in ('drop1', 'drop2'):
     trainer.train(c, str(tmp / name), show_progress=False)
-  one, two, plain = (list(train_state.flat_params(_adapters(tmp / n)))
-                     for n in ('drop1', 'drop2', 'run'))
+  one, two, plain = (
+    list(train_state.flat_params(_adapters(tmp / n))) for n in ('drop1', 'drop2', 'run')
+  )
   for (n, x), (_, y) in zip(one, two):
     np.testing.assert_array_equal(x, y, err_msg=n)  # masks are a function of (seed, step)
   assert max(np.abs(x - y).max() for (_, x), (_, y) in zip(one, plain)) > 1e-6

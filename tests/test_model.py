@@ -18,11 +18,14 @@ def test_forward_shapes_real(variant):
   assert np.isfinite(np.asarray(logits)).all()
 
 
-@pytest.mark.parametrize('variant,published', [
+@pytest.mark.parametrize(
+  'variant,published',
+  [
     ('small', 10_227_072),  # the issue's CPU benchmark shape, ~10.2M
     ('llama3_8b', 8_030_261_248),  # Llama-3.1-8B model card: 8.03B
     ('qwen3_32b', 32_762_123_264),  # Qwen3-32B: 32.8B
-])
+  ],
+)
 def test_param_counts_match_published(variant, published):
   assert model.param_count(lm.get_config(variant).model) == published
 
@@ -95,6 +98,7 @@ def _loss_and_grads(cfg, batch):
 
 def test_remat_matches_plain(tiny_config):
   from mtspec.bench import synthetic_batch
+
   batch = synthetic_batch(tiny_config.model.vocab_size, 2, 16)
   l0, g0 = _loss_and_grads(tiny_config.model, batch)
   for policy in ('full', 'dots'):
@@ -116,8 +120,9 @@ def test_qwen_options_build_and_run(tiny_config):
 def test_cpu_chunked_attention_matches_xla(tiny_config, T):
   """The CPU kernel (config model.attention='cpu_chunked') computes plain masked attention."""
   from mtspec.bench import synthetic_batch
+
   batch = synthetic_batch(tiny_config.model.vocab_size, 2, T)
-  batch['segment_ids'][1, T // 3:] = 2  # two packed documents in the second row
+  batch['segment_ids'][1, T // 3 :] = 2  # two packed documents in the second row
   l0, g0 = _loss_and_grads(tiny_config.model, batch)
   tiny_config.model.attention = 'cpu_chunked'
   l1, g1 = _loss_and_grads(tiny_config.model, batch)
@@ -137,17 +142,20 @@ def test_decode_matches_the_forward_pass(tiny_config):
   got, cache = m.decode(tokens[:, :6], pos[:, :6], seg[:, :6], cache)
   steps = [np.asarray(got)]
   for i in range(6, 10):
-    logits, cache = m.decode(tokens[:, i:i + 1], pos[:, i:i + 1], seg[:, i:i + 1], cache)
+    logits, cache = m.decode(tokens[:, i : i + 1], pos[:, i : i + 1], seg[:, i : i + 1], cache)
     steps.append(np.asarray(logits))
   np.testing.assert_allclose(np.concatenate(steps, axis=1), want, atol=2e-5)
   assert int(cache['index']) == 10
 
 
 def test_the_default_attention_never_imports_the_cpu_kernels():
-  code = ('import sys, jax.numpy as jnp; from flax import nnx; from configs import lm; '
-          'from mtspec import model, step, train_state; '
-          "cfg = lm.get_config('tiny').model; model.Transformer(cfg, nnx.Rngs(0))"
-          '(jnp.zeros((1, 8), jnp.int32)); '
-          "assert not [m for m in sys.modules if m.startswith('mtspec.cpu')]")
+  code = (
+    'import sys, jax.numpy as jnp; from flax import nnx; from configs import lm; '
+    'from mtspec import model, step, train_state; '
+    "cfg = lm.get_config('tiny').model; model.Transformer(cfg, nnx.Rngs(0))"
+    '(jnp.zeros((1, 8), jnp.int32)); '
+    "assert not [m for m in sys.modules if m.startswith('mtspec.cpu')]"
+  )
   from conftest import run_module
+
   run_module(['-c', code])

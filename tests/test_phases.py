@@ -1,4 +1,5 @@
 """Phase plans and block-deterministic mixing (issue: phases, mixtures, linked stages)."""
+
 import collections
 import json
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import lm
-from mtspec import config as config_lib, defaults, phases, trainer
+from mtspec import config as config_lib
+from mtspec import defaults, trainer
 from mtspec.data import mixture
 
 
@@ -33,7 +35,7 @@ def test_block_shares_are_exact_per_block():
   mix = mixture.Mixture({'a': 0.9, 'b': 0.1}, block_size=100, seed=5)
   draws = [mix.locate(i) for i in range(1000)]
   for block in range(10):
-    counts = collections.Counter(name for name, _ in draws[block * 100:(block + 1) * 100])
+    counts = collections.Counter(name for name, _ in draws[block * 100 : (block + 1) * 100])
     assert counts == {'a': 90, 'b': 10}
   # every source's k runs 0, 1, 2, ... with no gaps or repeats
   for name in ('a', 'b'):
@@ -62,6 +64,7 @@ def _record_batches(monkeypatch):
     def wrapped(state, batch, *rest):
       seen.append(np.asarray(batch['tokens']))
       return step(state, batch, *rest)
+
     return wrapped
 
   monkeypatch.setattr(trainer.step_lib, 'make_train_step', recording)
@@ -78,6 +81,7 @@ def test_weights_switch_exactly_at_the_boundary(tmp_path, monkeypatch):
   result = trainer.train(c, str(tmp_path / 'run'), show_progress=False)
   assert result['step'] == 8 and len(seen) == 8
   from mtspec.data import tokenizer as tok_lib
+
   tok = tok_lib.load(str(tmp_path / 'run' / 'tokenizer.model'))
   for i, tokens in enumerate(seen):
     words = _words(tok, tokens)
@@ -106,6 +110,7 @@ def test_editing_a_later_phase_changes_nothing_earlier(tmp_path, monkeypatch):
   p1 = trainer.checkpoint_params(str(tmp_path / 'r1'), 4)
   p2 = trainer.checkpoint_params(str(tmp_path / 'r2'), 4)
   import jax
+
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
 
 
@@ -118,13 +123,22 @@ def test_small_source_repeats_and_logs_epochs(tmp_path):
   assert rows[5]['epoch/alpha'] > 3  # 3 documents, read over and over
 
 
-@pytest.mark.parametrize('edit,match', [
-    (lambda c: c.phases.one.weights.update(alpha=0.0), r'config.phases.one.weights=.*must sum to a positive number'),
-    (lambda c: c.phases.two.weights.update(gamma=1.0), r"config.phases.two.weights names unknown source 'gamma'"),
+@pytest.mark.parametrize(
+  'edit,match',
+  [
+    (
+      lambda c: c.phases.one.weights.update(alpha=0.0),
+      r'config.phases.one.weights=.*must sum to a positive number',
+    ),
+    (
+      lambda c: c.phases.two.weights.update(gamma=1.0),
+      r"config.phases.two.weights names unknown source 'gamma'",
+    ),
     (lambda c: c.update(phase_order=('one', 'three')), r"config.phase_order names 'three'"),
     (lambda c: c.phases.one.update(steps=0), r'config.phases.one.steps=0'),
     (lambda c: c.phases.two.weights.update(beta=-1.0), r'config.phases.two.weights.beta=-1.0'),
-])
+  ],
+)
 def test_plan_errors_name_the_key(tmp_path, edit, match):
   c = two_source_config(tmp_path)
   edit(c)
@@ -134,5 +148,5 @@ def test_plan_errors_name_the_key(tmp_path, edit, match):
 
 def test_empty_source_is_named(tmp_path):
   c = two_source_config(tmp_path, n_beta=0)
-  with pytest.raises(ValueError, match="config.sources.beta.uri=.*is empty"):
+  with pytest.raises(ValueError, match='config.sources.beta.uri=.*is empty'):
     trainer.Run(c, str(tmp_path / 'run'))

@@ -1,4 +1,5 @@
 """The step profiler on another config's model, with keys overridden from the command line."""
+
 import pytest
 from conftest import run_module
 
@@ -6,8 +7,15 @@ from mtspec import cli, profile_step
 
 
 def test_profiles_a_config_files_model_with_an_override():
-  out = run_module(['-m', 'mtspec.profile_step', '--config=configs/cheese_toy.py:quick',
-                    '--set=model.d_ff=96', '--steps=1']).stdout
+  out = run_module(
+    [
+      '-m',
+      'mtspec.profile_step',
+      '--config=configs/cheese_toy.py:quick',
+      '--set=model.d_ff=96',
+      '--steps=1',
+    ]
+  ).stdout
   # the quick toy model (vocab 768, width 64, 2 layers) and batch, with the MLP overridden
   assert 'model: vocab 768, width 64, 2 layers, 4 heads, MLP 96, float32; batch 16 x seq 64' in out
   assert 'step: min' in out and 'tokens/s' in out

@@ -1,10 +1,11 @@
 """Sampling with a KV cache: greedy equals transformers' generate (issue 6)."""
+
+import hf_fixtures
 import jax
 import numpy as np
 import torch
 import transformers
 
-import hf_fixtures
 from mtspec import sample, sharding, train_state
 from mtspec.hf import load as hf_load
 
@@ -13,8 +14,9 @@ def _models(tmp_path, family):
   model_dir = hf_fixtures.build(family, str(tmp_path / family))
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   cfg, params = hf_load.load(model_dir, mesh)
-  hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32,
-                                                         attn_implementation='eager')
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+    model_dir, torch_dtype=torch.float32, attn_implementation='eager'
+  )
   return train_state.model_shapes(cfg).graphdef, params, hf, cfg
 
 
@@ -26,8 +28,9 @@ def test_greedy_matches_transformers_token_for_token(tmp_path):
     ours = sample.generate(graphdef, params, prompts, max_new_tokens=12)
     for p, got in zip(prompts, ours):
       with torch.no_grad():
-        want = hf.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False,
-                           eos_token_id=None, pad_token_id=0)[0, len(p):].tolist()
+        want = hf.generate(
+          torch.tensor([p]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+        )[0, len(p) :].tolist()
       assert got == want, (family, p)
 
 

@@ -2,14 +2,15 @@ import json
 
 import jax
 import pytest
-
 from conftest import run_module
+
 from mtspec import sharding, train_state
 
 
 def test_eight_devices_match_one_device():
-  out = run_module(['tests/sharded_step_check.py'],
-                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  out = run_module(
+    ['tests/sharded_step_check.py'], env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  )
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r['w_up_spec_8'] == "P('fsdp', 'tensor')"  # really sharded
   assert abs(r['loss_1'] - r['loss_8']) <= 1e-5 * abs(r['loss_1'])

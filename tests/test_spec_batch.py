@@ -1,6 +1,7 @@
 """Batch mode (the Anthropic Message Batches API) against the local fake server speaking the
 batch protocol: the same sets as one-by-one mode, re-attaching to an in-flight batch after a
 SIGKILL, retried and then reported failures, and no API key in anything written."""
+
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_llm_server import BAD_MODEL, FakeLLMServer  # noqa: E402
 
-from mtspec.spec import backends, sets  # noqa: E402
+from mtspec.spec import backends  # noqa: E402
 from mtspec.spec.backends.base import GenerationError  # noqa: E402
 from mtspec.spec.generate import Counts, generate  # noqa: E402
 from mtspec.spec.parse import parse_file  # noqa: E402
@@ -24,11 +25,20 @@ from mtspec.spec.parse import parse_file  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KEY = 'sk-ant-batch-test-' + '5c1d8e4b' * 4
 SPEC = ROOT / 'configs/specs/cheese_home.md'
-SMALL = Counts(domains=2, subdomains=2, assertions=1, doc_types=2, ideas=1, docs_per_idea=1,
-               aft=4, eval=4)
+SMALL = Counts(
+  domains=2, subdomains=2, assertions=1, doc_types=2, ideas=1, docs_per_idea=1, aft=4, eval=4
+)
 # Tasks per stage for SMALL, in the order the pipeline runs them.
-STAGES = {'domains': 1, 'subdomains': 2, 'assertions': 4, 'doc_types': 4, 'ideas': 8,
-          'documents': 8, 'aft': 4, 'eval': 4}
+STAGES = {
+  'domains': 1,
+  'subdomains': 2,
+  'assertions': 4,
+  'doc_types': 4,
+  'ideas': 8,
+  'documents': 8,
+  'aft': 4,
+  'eval': 4,
+}
 FAST = dict(concurrency=4, timeout=5.0, backoff=0.01, max_retries=4)
 BATCH = dict(FAST, batch=True, poll_interval=0.005, max_batch_requests=3)
 SETS = ('documents', 'aft', 'eval')
@@ -93,43 +103,62 @@ def test_batch_mode_makes_the_same_sets_and_cache_as_one_by_one(tmp_path, monkey
     for out, mode in (('batch', FAST), ('one', BATCH)):
       before = (len(srv.log), len(srv.batch_log))
       (tmp_path / out / 'cache/levels.jsonl').unlink()
-      generate(spec, tmp_path / out, backends.make('anthropic', tmp_path / out / 'cache', **mode),
-               SMALL)
+      generate(
+        spec, tmp_path / out, backends.make('anthropic', tmp_path / out / 'cache', **mode), SMALL
+      )
       assert (len(srv.log), len(srv.batch_log)) == before
       assert _outputs(tmp_path / out) == _outputs(tmp_path / 'one')
 
 
 def _cmd(out: Path, counts: Counts) -> list[str]:
-  return [sys.executable, '-m', 'mtspec.spec', 'generate', f'--spec={SPEC}', f'--out={out}',
-          '--backend=anthropic', '--batch', '--poll-interval=0.02', '--max-batch-requests=4',
-          *(f"--{k.replace('_', '-')}={v}" for k, v in vars(counts).items())]
+  return [
+    sys.executable,
+    '-m',
+    'mtspec.spec',
+    'generate',
+    f'--spec={SPEC}',
+    f'--out={out}',
+    '--backend=anthropic',
+    '--batch',
+    '--poll-interval=0.02',
+    '--max-batch-requests=4',
+    *(f'--{k.replace("_", "-")}={v}' for k, v in vars(counts).items()),
+  ]
 
 
 def test_sigkill_while_a_batch_is_in_flight_then_rerun_reattaches(tmp_path, monkeypatch):
   out = tmp_path / 'out'
   records = out / 'cache/batches-anthropic.jsonl'
   with FakeLLMServer(KEY, batch_polls=10) as srv:
-    env = dict(os.environ, ANTHROPIC_API_KEY=KEY, MTSPEC_ANTHROPIC_BASE_URL=srv.url,
-               PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(_cmd(out, SMALL), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = dict(
+      os.environ, ANTHROPIC_API_KEY=KEY, MTSPEC_ANTHROPIC_BASE_URL=srv.url, PYTHONPATH=str(ROOT)
+    )
+    proc = subprocess.Popen(
+      _cmd(out, SMALL), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline, in_flight = time.time() + 30, []
     while time.time() < deadline and proc.poll() is None and not in_flight:
       if records.exists():
-        in_flight = [json.loads(l)['key'] for l in records.read_text().splitlines()
-                     if '"stage": "doc_types"' in l]
+        in_flight = [
+          json.loads(l)['key']
+          for l in records.read_text().splitlines()
+          if '"stage": "doc_types"' in l
+        ]
       time.sleep(0.005)
     if proc.poll() is not None:
-      pytest.fail(f'generation ended (rc {proc.returncode}) before it could be killed: '
-                  f'{proc.stderr.read()[-2000:]}')
+      pytest.fail(
+        f'generation ended (rc {proc.returncode}) before it could be killed: '
+        f'{proc.stderr.read()[-2000:]}'
+      )
     proc.send_signal(signal.SIGKILL)
     out1, err1 = proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / 'manifest.json').exists()
     assert srv.batches[in_flight[0]]['ended'] is None  # killed while the batch was processing
 
-    r = subprocess.run(_cmd(out, SMALL), cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+      _cmd(out, SMALL), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f're-attaching to batch {in_flight[0]}' in r.stderr
     # no request was submitted twice: each stage's batches were created once, the killed
@@ -140,8 +169,12 @@ def test_sigkill_while_a_batch_is_in_flight_then_rerun_reattaches(tmp_path, monk
 
   with FakeLLMServer(KEY) as fresh:  # the same deterministic answers, uninterrupted
     _env(monkeypatch, fresh.url)
-    generate(parse_file(SPEC), tmp_path / 'whole',
-             backends.make('anthropic', tmp_path / 'whole/cache', **BATCH), SMALL)
+    generate(
+      parse_file(SPEC),
+      tmp_path / 'whole',
+      backends.make('anthropic', tmp_path / 'whole/cache', **BATCH),
+      SMALL,
+    )
   assert _outputs(out) == _outputs(tmp_path / 'whole')
   assert 'documents: 8 text records' in r.stdout and '"batch_requests": ' in r.stdout
   _assert_key_absent(out, out1, err1, r.stdout, r.stderr)
@@ -150,9 +183,11 @@ def test_sigkill_while_a_batch_is_in_flight_then_rerun_reattaches(tmp_path, monk
 def test_failed_batch_requests_are_retried_then_counted(tmp_path, monkeypatch, caplog):
   spec = parse_file(SPEC)
   kinds = ('errored', 'expired', 'canceled', 'overloaded', 'bad_answer', 'ok')
-  with FakeLLMServer(KEY, batch_failures=kinds,
-                     http_failures={'create': [500, 429], 'retrieve': [500],
-                                    'results': [503]}) as srv:
+  with FakeLLMServer(
+    KEY,
+    batch_failures=kinds,
+    http_failures={'create': [500, 429], 'retrieve': [500], 'results': [503]},
+  ) as srv:
     _env(monkeypatch, srv.url)
     backend = backends.make('anthropic', tmp_path / 'cache', **BATCH)
     with caplog.at_level(logging.WARNING):
@@ -166,7 +201,11 @@ def test_failed_batch_requests_are_retried_then_counted(tmp_path, monkeypatch, c
       later = [x['outcome'] for x in srv.log if x['sha'] == e['sha'] and x['t'] > e['t']]
       assert later == ['ok'], later
   assert [e['endpoint'] for e in srv.batch_log if e['op'] == 'injected'] == [
-      'create', 'create', 'retrieve', 'results']
+    'create',
+    'create',
+    'retrieve',
+    'results',
+  ]
   for name, want in (('documents', SMALL.documents()), ('aft', SMALL.aft), ('eval', SMALL.eval)):
     assert m['sets'][name]['count'] == want
   assert m['usage']['batch_requests'] == m['usage']['requests']
@@ -185,8 +224,9 @@ def test_failed_batch_requests_are_retried_then_counted(tmp_path, monkeypatch, c
   with FakeLLMServer(KEY, batch_plan=plan) as srv:
     _env(monkeypatch, srv.url)
     with pytest.raises(GenerationError) as e:
-      generate(spec, out, backends.make('anthropic', out / 'cache', **BATCH,
-                                        batch_attempts=3), SMALL)
+      generate(
+        spec, out, backends.make('anthropic', out / 'cache', **BATCH, batch_attempts=3), SMALL
+      )
     msg = str(e.value)
     assert 'batch: 2 of 4 eval tasks got no result (2 errored (api_error) after 3 batch' in msg
     assert [sum(x['sha'] == s for x in srv.log) for s in doomed] == [3, 3]
@@ -202,8 +242,11 @@ def test_invalid_batch_request_is_not_resubmitted(tmp_path, monkeypatch):
   with FakeLLMServer(KEY) as srv:
     _env(monkeypatch, srv.url)
     backend = backends.make('anthropic', tmp_path / 'cache', model=BAD_MODEL, **BATCH)
-    with pytest.raises(GenerationError, match=r'1 of 1 domains tasks got no result \(1 errored '
-                       r'\(invalid_request_error\) after 1 batch'):
+    with pytest.raises(
+      GenerationError,
+      match=r'1 of 1 domains tasks got no result \(1 errored '
+      r'\(invalid_request_error\) after 1 batch',
+    ):
       generate(parse_file(SPEC), tmp_path, backend, SMALL)
   assert len(srv.batch_creations()) == 1 and len(srv.log) == 1
 
@@ -212,17 +255,31 @@ def test_batch_auth_error_never_shows_the_key(tmp_path, monkeypatch):
   with FakeLLMServer('a-different-key') as srv:
     _env(monkeypatch, srv.url)
     with pytest.raises(GenerationError) as e:
-      generate(parse_file(SPEC), tmp_path,
-               backends.make('anthropic', tmp_path / 'cache', **BATCH), SMALL)
+      generate(
+        parse_file(SPEC), tmp_path, backends.make('anthropic', tmp_path / 'cache', **BATCH), SMALL
+      )
   assert 'HTTP 401' in str(e.value) and '[redacted]' in str(e.value)
   assert not srv.batch_creations()
   _assert_key_absent(tmp_path, str(e.value))
 
 
 def test_batch_needs_the_anthropic_backend(tmp_path):
-  r = subprocess.run([sys.executable, '-m', 'mtspec.spec', 'generate', f'--spec={SPEC}',
-                      f'--out={tmp_path}', '--backend=openai', '--batch'], cwd=ROOT,
-                     capture_output=True, text=True, timeout=60)
+  r = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'mtspec.spec',
+      'generate',
+      f'--spec={SPEC}',
+      f'--out={tmp_path}',
+      '--backend=openai',
+      '--batch',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert r.returncode == 2 and '--batch needs --backend=anthropic' in r.stderr
 
 
@@ -230,8 +287,7 @@ def test_recorded_batch_unknown_to_the_server_is_submitted_again(tmp_path, monke
   spec = parse_file(SPEC)
   with FakeLLMServer(KEY) as first:
     _env(monkeypatch, first.url)
-    generate(spec, tmp_path / 'a', backends.make('anthropic', tmp_path / 'a/cache', **BATCH),
-             SMALL)
+    generate(spec, tmp_path / 'a', backends.make('anthropic', tmp_path / 'a/cache', **BATCH), SMALL)
   # the records of a run that was killed before it collected anything, now facing a server
   # that never saw those batches (another base URL or account)
   records = tmp_path / 'b/cache/batches-anthropic.jsonl'
@@ -241,7 +297,8 @@ def test_recorded_batch_unknown_to_the_server_is_submitted_again(tmp_path, monke
   with FakeLLMServer(KEY) as second:
     _env(monkeypatch, second.url)
     with caplog.at_level(logging.WARNING):
-      generate(spec, tmp_path / 'b', backends.make('anthropic', tmp_path / 'b/cache', **BATCH),
-               SMALL)
+      generate(
+        spec, tmp_path / 'b', backends.make('anthropic', tmp_path / 'b/cache', **BATCH), SMALL
+      )
   assert 'is unknown to the server; its requests go again' in caplog.text
   assert _outputs(tmp_path / 'b') == _outputs(tmp_path / 'a')

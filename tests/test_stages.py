@@ -1,4 +1,5 @@
 """Linked stages: kill-anywhere resume, branches from a trunk, lineage, restore errors, NaN."""
+
 import json
 import os
 import random
@@ -10,29 +11,36 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_module
-from mtspec import checkpoint, trainer
 from test_phases import two_source_config
+
+from mtspec import checkpoint, trainer
+
 
 def assert_same_params(a, b, atol=0.0):
   """Equality (bitwise by default), keyed by parameter name (restored trees key layers by
   string)."""
   from mtspec.train_state import flat_params
+
   fa, fb = dict(flat_params(a)), dict(flat_params(b))
   assert fa.keys() == fb.keys()
   for name in fa:
-    np.testing.assert_allclose(np.asarray(fa[name]), np.asarray(fb[name]), rtol=0, atol=atol,
-                               err_msg=name)
+    np.testing.assert_allclose(
+      np.asarray(fa[name]), np.asarray(fb[name]), rtol=0, atol=atol, err_msg=name
+    )
 
 
 CMD = ['-m', 'mtspec.main', '--config=tests/configs/two_phase.py']
 
 
 def _start(workdir):
-  return subprocess.Popen([sys.executable, *CMD, f'--workdir={workdir}'], cwd=ROOT,
-                          env={**os.environ, 'PYTHONPATH': ROOT},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return subprocess.Popen(
+    [sys.executable, *CMD, f'--workdir={workdir}'],
+    cwd=ROOT,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
 
 
 def _kill_when(proc, condition, timeout=300) -> bool:
@@ -60,15 +68,18 @@ def test_kill_anywhere_loses_nothing(tmp_path):
   k = random.Random(7).randint(1, 4)  # a random point mid-run: after k more logged steps
   random_moment = lambda: lines() >= start_lines[0] + k
   kills = []
-  for name, condition in [('during a checkpoint save', saving),
-                          ('right at the phase boundary', at_boundary),
-                          ('at a random moment', random_moment)]:
+  for name, condition in [
+    ('during a checkpoint save', saving),
+    ('right at the phase boundary', at_boundary),
+    ('at a random moment', random_moment),
+  ]:
     start_lines[0] = lines()
     kills.append((name, _kill_when(_start(killed), condition)))
   assert all(hit for _, hit in kills), kills  # each kill landed while the run was going
   run_module([*CMD, f'--workdir={killed}'])  # the same command: resumes to the end
-  assert_same_params(checkpoint.checkpoint_params(str(killed)),
-                     checkpoint.checkpoint_params(str(full)))
+  assert_same_params(
+    checkpoint.checkpoint_params(str(killed)), checkpoint.checkpoint_params(str(full))
+  )
   # the boundary checkpoint is kept permanently, whatever keep_ckpts says
   assert (killed / 'checkpoints' / '14').exists() and (full / 'checkpoints' / '14').exists()
 
@@ -77,22 +88,31 @@ def test_kill_anywhere_loses_nothing(tmp_path):
 def tree(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('tree')
   import ml_collections
+
   from mtspec import experiment
+
   c = two_source_config(tmp)
-  c.experiment = ml_collections.ConfigDict(dict(
-      trunk=('one',), init_mode='params',
-      branches=ml_collections.ConfigDict({'b_two': dict(phases=('two',), seed=1),
-                                          'b_one_more': dict(phases=('one',), seed=2)})))
+  c.experiment = ml_collections.ConfigDict(
+    dict(
+      trunk=('one',),
+      init_mode='params',
+      branches=ml_collections.ConfigDict(
+        {'b_two': dict(phases=('two',), seed=1), 'b_one_more': dict(phases=('one',), seed=2)}
+      ),
+    )
+  )
   result = experiment.run_tree(c, str(tmp / 'exp'), show_progress=False)
   return c, tmp / 'exp', result
 
 
 def test_branch_starts_from_the_trunk_exact_params(tree):
   from mtspec import experiment
+
   c, root, result = tree
   trunk_final = [r for r in result['runs'] if r['name'] == 'trunk'][0]['final_checkpoint']
-  bcfg = experiment.run_config(c, 'b_two', ('two',), 1, result['tokenizer'],
-                               str(root / 'data'), trunk_final, 'params')
+  bcfg = experiment.run_config(
+    c, 'b_two', ('two',), 1, result['tokenizer'], str(root / 'data'), trunk_final, 'params'
+  )
   run = trainer.Run(bcfg, str(root / 'probe'))
   state = run.start().state
   want = checkpoint.checkpoint_params(str(root / 'trunk'))
@@ -101,15 +121,21 @@ def test_branch_starts_from_the_trunk_exact_params(tree):
 
 def test_full_mode_branch_keeps_adam_moments_but_follows_its_own_schedule(tree):
   import optax
+
   from mtspec import experiment
+
   c, root, result = tree
   trunk_final = [r for r in result['runs'] if r['name'] == 'trunk'][0]['final_checkpoint']
-  bcfg = experiment.run_config(c, 'b_two', ('two',), 1, result['tokenizer'],
-                               str(root / 'data'), trunk_final, 'full')
+  bcfg = experiment.run_config(
+    c, 'b_two', ('two',), 1, result['tokenizer'], str(root / 'data'), trunk_final, 'full'
+  )
   opt_state = trainer.Run(bcfg, str(root / 'probe_full')).start().state['opt_state']
-  nodes = lambda kind: [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
-      x, kind)) if isinstance(x, kind)]
-  adam, = nodes(optax.ScaleByAdamState)
+  nodes = lambda kind: [
+    x
+    for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
+    if isinstance(x, kind)
+  ]
+  (adam,) = nodes(optax.ScaleByAdamState)
   assert int(adam.count) == 4  # the trunk's 4 steps of moments, carried over
   assert any(np.abs(np.asarray(m)).max() > 0 for m in jax.tree.leaves(adam.mu))
   # the LR schedule restarts with the branch's own phases (it read the trunk's step before)
@@ -135,6 +161,7 @@ def test_every_final_checkpoint_leads_back_to_the_trunk(tree):
 
 def test_rerun_skips_complete_runs(tree, capsys):
   from mtspec import experiment
+
   c, root, _ = tree
   before = os.path.getmtime(root / 'trunk' / 'summary.json')
   experiment.run_tree(c, str(root), show_progress=False)
@@ -144,8 +171,10 @@ def test_rerun_skips_complete_runs(tree, capsys):
 
 def test_restore_onto_a_different_mesh(tree):
   _, root, result = tree
-  out = run_module(['tests/mesh_restore_check.py', str(root / 'trunk')],
-                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  out = run_module(
+    ['tests/mesh_restore_check.py', str(root / 'trunk')],
+    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'},
+  )
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r['devices'] == 8 and r['w_up_spec'] == "P('fsdp', 'tensor')"
   assert r['max_diff'] == 0.0
@@ -162,13 +191,17 @@ def test_missing_parent_and_shape_mismatch_are_named(tree, tmp_path):
     trainer.Run(c, str(tmp_path / 'a')).start()
   c.init.checkpoint = str(root / 'trunk' / 'checkpoints' / '4')
   c.model.d_ff = 96
-  with pytest.raises(ValueError, match=r'parameter layers.0.mlp.w_down has shape \(128, 64\) '
-                                       r'in the checkpoint but \(96, 64\) in this model'):
+  with pytest.raises(
+    ValueError,
+    match=r'parameter layers.0.mlp.w_down has shape \(128, 64\) '
+    r'in the checkpoint but \(96, 64\) in this model',
+  ):
     trainer.Run(c, str(tmp_path / 'b')).start()
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   from mtspec import defaults
+
   c = two_source_config(tmp_path)
   c.phases.one.steps = 6
   defaults.new_phase(c, 'explode', 10, {'alpha': 1.0}, lr=1e35)

@@ -1,26 +1,35 @@
 """The toy-world experiment, quick variant, end to end for both shipped worlds; results.json
 shape; the report's effect summary; the config's variants."""
+
 import json
 import os
 
 import pytest
-
-from configs import cheese_toy
-from mtspec.world import compare, report
 from conftest import run_module
 from toy_fixtures import quick_run
 
-NAMES = {'baseline': (None, False), 'AFT only': (None, True), 'control': ('control', False),
-         'control+AFT': ('control', True), 'MSM-A': ('A', False), 'MSM-A+AFT': ('A', True),
-         'MSM-B': ('B', False), 'MSM-B+AFT': ('B', True)}
+from configs import cheese_toy
+from mtspec.world import compare, report
+
+NAMES = {
+  'baseline': (None, False),
+  'AFT only': (None, True),
+  'control': ('control', False),
+  'control+AFT': ('control', True),
+  'MSM-A': ('A', False),
+  'MSM-A+AFT': ('A', True),
+  'MSM-B': ('B', False),
+  'MSM-B+AFT': ('B', True),
+}
 
 
 def check_results(results: dict, world: str, values: tuple, seeds: tuple, n_pairs: int):
   assert set(results) == {'conditions', 'world', 'specs'}
   assert results['world'] == world
   assert results['specs'] == {
-      'A': {'path': 'configs/specs/cheese_home.md', 'value': values[0]},
-      'B': {'path': 'configs/specs/cheese_affordable.md', 'value': values[1]}}
+    'A': {'path': 'configs/specs/cheese_home.md', 'value': values[0]},
+    'B': {'path': 'configs/specs/cheese_affordable.md', 'value': values[1]},
+  }
   seen = {}
   for c in results['conditions']:
     assert set(c) == {'name', 'midtrain', 'aft', 'seed', 'rates', 'n_pairs'}
@@ -45,7 +54,7 @@ def _check_run(variant, world, values, n_pairs):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   with open(os.path.join(workdir, 'diagnostics.json')) as f:
     diag = json.load(f)
-  assert len(diag["models"]) == 15  # baseline and 7 models per seed
+  assert len(diag['models']) == 15  # baseline and 7 models per seed
   assert diag['contamination']['max_rate'] == 0.0
   assert diag['effect'] == report.effect(results)  # the effect of these results, paired by seed
   assert diag['effect']['value'] == values[0] and len(diag['effect']['paired_gaps']) == 2
@@ -55,11 +64,11 @@ def _check_run(variant, world, values, n_pairs):
   assert all({f'own_{v}' for v in values} <= set(r) for r in rates.values())
   with open(os.path.join(workdir, 'experiment.json')) as f:
     runs = {r['name']: r for r in json.load(f)['runs']}
-  assert set(runs) == {'trunk'} | {f'{k}_s{s}' for k in ('aft_only', 'msm_a', 'msm_b',
-                                                          'control') for s in (0, 1)}
+  assert set(runs) == {'trunk'} | {
+    f'{k}_s{s}' for k in ('aft_only', 'msm_a', 'msm_b', 'control') for s in (0, 1)
+  }
   trunk = runs['trunk']['final_checkpoint']
-  assert all(r['lineage']['ancestors'][0]['path'] == trunk
-             for n, r in runs.items() if n != 'trunk')
+  assert all(r['lineage']['ancestors'][0]['path'] == trunk for n, r in runs.items() if n != 'trunk')
   assert runs['msm_b_s1']['phases'] == ['midtrain_b', 'aft']
   return results
 
@@ -76,8 +85,13 @@ def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   src, _ = quick_run('quick')
   # The other specs: the toy tokenizer does not read spec documents, so any spec can branch
   # from a trunk of the same world.
-  args = ['-m', 'mtspec.toy', '--config=configs/cheese_toy.py:quick,swapped',
-          f'--config.experiment.trunk_from={src}', '--config.experiment.seeds=(0,)']
+  args = [
+    '-m',
+    'mtspec.toy',
+    '--config=configs/cheese_toy.py:quick,swapped',
+    f'--config.experiment.trunk_from={src}',
+    '--config.experiment.seeds=(0,)',
+  ]
   run_module(args + [f'--workdir={tmp_path / "b"}'])
   assert not (tmp_path / 'b' / 'trunk').exists()  # not retrained
   with open(os.path.join(src, 'experiment.json')) as f:
@@ -87,22 +101,33 @@ def test_branches_start_from_an_earlier_trees_trunk(tmp_path):
   assert runs['trunk']['final_checkpoint'] == src_trunk['final_checkpoint']
   assert runs['trunk']['workdir'] == src_trunk['workdir']
   assert set(runs) == {'trunk', 'aft_only_s0', 'msm_a_s0', 'msm_b_s0', 'control_s0'}
-  assert all(r['lineage']['ancestors'][0]['path'] == src_trunk['final_checkpoint']
-             for n, r in runs.items() if n != 'trunk')
-  baseline = lambda d: next(c['rates'] for c in json.load(open(os.path.join(d, 'results.json')))
-                            ['conditions'] if c['name'] == 'baseline')
+  assert all(
+    r['lineage']['ancestors'][0]['path'] == src_trunk['final_checkpoint']
+    for n, r in runs.items()
+    if n != 'trunk'
+  )
+  baseline = lambda d: next(
+    c['rates']
+    for c in json.load(open(os.path.join(d, 'results.json')))['conditions']
+    if c['name'] == 'baseline'
+  )
   assert baseline(tmp_path / 'b') == baseline(src)  # the very same trunk checkpoint
   # a trunk trained with another tokenizer (another world, corpus or vocabulary size) is
   # refused by name, and so is a workdir without a tree
   from mtspec import experiment
   from mtspec.errors import ConfigError
+
   other = tmp_path / 'other.model'
   other.write_bytes(b'another tokenizer')
   with pytest.raises(ConfigError, match=r'config.experiment.trunk_from=.*tokenizer'):
-    experiment.borrowed_trunk(src, ('pretrain',),
-                              cheese_toy.get_config('quick').phases.pretrain.steps, str(other))
-  missing = run_module(args[:3] + [f'--config.experiment.trunk_from={tmp_path / "none"}',
-                                   f'--workdir={tmp_path / "d"}'], check=False)
+    experiment.borrowed_trunk(
+      src, ('pretrain',), cheese_toy.get_config('quick').phases.pretrain.steps, str(other)
+    )
+  missing = run_module(
+    args[:3]
+    + [f'--config.experiment.trunk_from={tmp_path / "none"}', f'--workdir={tmp_path / "d"}'],
+    check=False,
+  )
   assert missing.returncode == 2 and 'no experiment.json there' in missing.stderr
   assert 'config.experiment.trunk_from' in missing.stderr
 
@@ -119,14 +144,37 @@ def test_config_variants():
 
 
 def _fake(a_rates, b_rates, aft_only):
-  conds = [{'name': 'baseline', 'midtrain': None, 'aft': False, 'seed': 0,
-            'rates': {'x': 0.5, 'y': 0.5}, 'n_pairs': 10}]
-  for name, mid, rates in (('MSM-A+AFT', 'A', a_rates), ('MSM-B+AFT', 'B', b_rates),
-                           ('AFT only', None, aft_only)):
-    conds += [{'name': name, 'midtrain': mid, 'aft': True, 'seed': s,
-               'rates': {'x': r, 'y': 1 - r}, 'n_pairs': 10} for s, r in enumerate(rates)]
-  return {'conditions': conds, 'world': 'w.json',
-          'specs': {'A': {'path': 'a.md', 'value': 'x'}, 'B': {'path': 'b.md', 'value': 'y'}}}
+  conds = [
+    {
+      'name': 'baseline',
+      'midtrain': None,
+      'aft': False,
+      'seed': 0,
+      'rates': {'x': 0.5, 'y': 0.5},
+      'n_pairs': 10,
+    }
+  ]
+  for name, mid, rates in (
+    ('MSM-A+AFT', 'A', a_rates),
+    ('MSM-B+AFT', 'B', b_rates),
+    ('AFT only', None, aft_only),
+  ):
+    conds += [
+      {
+        'name': name,
+        'midtrain': mid,
+        'aft': True,
+        'seed': s,
+        'rates': {'x': r, 'y': 1 - r},
+        'n_pairs': 10,
+      }
+      for s, r in enumerate(rates)
+    ]
+  return {
+    'conditions': conds,
+    'world': 'w.json',
+    'specs': {'A': {'path': 'a.md', 'value': 'x'}, 'B': {'path': 'b.md', 'value': 'y'}},
+  }
 
 
 def test_effect_summary_and_table(tmp_path):
@@ -144,6 +192,7 @@ def test_effect_summary_and_table(tmp_path):
 
 def test_a_second_experiment_in_the_same_workdir_is_refused(tmp_path):
   from mtspec import toy, workdir
+
   with workdir.lock(str(tmp_path)):
     with pytest.raises(workdir.WorkdirInUse, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
       toy.run(cheese_toy.get_config('quick'), str(tmp_path), show_progress=False)
@@ -161,10 +210,13 @@ def _fake_workdir(path, results, trunk_workdir=None, trunk_seed=0):
 
 
 def test_compare_lists_which_experiments_meet_the_bar(tmp_path, capsys):
-  good = _fake_workdir(tmp_path / 'good', _fake([0.8, 0.7, 0.9], [0.3, 0.4, 0.2],
-                                                [0.5, 0.6, 0.4]))
-  bad = _fake_workdir(tmp_path / 'bad', _fake([0.6, 0.3, 0.5], [0.4, 0.5, 0.2], [0.9, 0.9, 0.9]),
-                      trunk_workdir=tmp_path / 'good' / 'trunk', trunk_seed=3)
+  good = _fake_workdir(tmp_path / 'good', _fake([0.8, 0.7, 0.9], [0.3, 0.4, 0.2], [0.5, 0.6, 0.4]))
+  bad = _fake_workdir(
+    tmp_path / 'bad',
+    _fake([0.6, 0.3, 0.5], [0.4, 0.5, 0.2], [0.9, 0.9, 0.9]),
+    trunk_workdir=tmp_path / 'good' / 'trunk',
+    trunk_seed=3,
+  )
   g, b = compare.row(good), compare.row(bad)
   assert (g['workdir'], g['world'], g['specs'], g['trunk']) == (good, 'w', 'x / y', 'seed 0')
   assert g['effect']['mean_gap'] == pytest.approx(0.5)

@@ -4,8 +4,8 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from conftest import fresh_state
+
 from mtspec import checkpoint, optim, sharding, step, trainer
 from mtspec.bench import synthetic_batch
 
@@ -42,7 +42,8 @@ def _one_step(cfg, accum):
   batch['loss_weights'][:, ::3] = 0.0  # uneven weights across microbatches
   batch['loss_weights'][0] = 0.0
   new_state, m = step.make_train_step(shapes.graphdef, opt, schedule, accum, shards, mesh)(
-      state, sharding.to_global(batch, mesh))
+    state, sharding.to_global(batch, mesh)
+  )
   return jax.tree.map(np.asarray, new_state['params']), jax.device_get(m)
 
 

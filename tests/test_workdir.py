@@ -1,5 +1,6 @@
 """One run per workdir (mtspec.workdir): a second run is refused by name within seconds and
 changes nothing; a lock left by a killed process is taken over."""
+
 import json
 import os
 import signal
@@ -8,13 +9,16 @@ import sys
 import time
 
 from conftest import ROOT, run_module
-from mtspec import trainer
 from test_stages import assert_same_params
 
+from mtspec import trainer
+
 TINY = ['-m', 'mtspec.main', '--config=configs/lm.py:tiny']
-HOLD = ('import sys, time; from mtspec import workdir\n'
-        'with workdir.lock(sys.argv[1]):\n'
-        '  print("held", flush=True); time.sleep(600)\n')
+HOLD = (
+  'import sys, time; from mtspec import workdir\n'
+  'with workdir.lock(sys.argv[1]):\n'
+  '  print("held", flush=True); time.sleep(600)\n'
+)
 
 
 def _holder(workdir) -> str:
@@ -34,9 +38,13 @@ def _wait_for(condition, what: str, timeout: float = 300):
 
 def _hold(workdir) -> subprocess.Popen:
   """A process that holds workdir's lock until it is killed."""
-  proc = subprocess.Popen([sys.executable, '-c', HOLD, str(workdir)], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, 'PYTHONPATH': ROOT})
+  proc = subprocess.Popen(
+    [sys.executable, '-c', HOLD, str(workdir)],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+  )
   assert proc.stdout.readline().strip() == 'held'
   return proc
 
@@ -44,15 +52,21 @@ def _hold(workdir) -> subprocess.Popen:
 def _refusal(proc, workdir, pid: int):
   assert proc.returncode == 2, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-  assert errors == [f'error: workdir {workdir} is in use by pid {pid}; wait for it to finish '
-                    'or choose another directory']
+  assert errors == [
+    f'error: workdir {workdir} is in use by pid {pid}; wait for it to finish '
+    'or choose another directory'
+  ]
 
 
 def test_a_second_run_in_a_busy_workdir_is_refused_and_the_first_is_unchanged(tmp_path):
   busy, alone = tmp_path / 'busy', tmp_path / 'alone'
-  first = subprocess.Popen([sys.executable, *TINY, f'--workdir={busy}'], cwd=ROOT,
-                           env={**os.environ, 'PYTHONPATH': ROOT},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = subprocess.Popen(
+    [sys.executable, *TINY, f'--workdir={busy}'],
+    cwd=ROOT,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   try:
     _wait_for(lambda: _holder(busy) == f'pid {first.pid}', 'the first run to take the lock')
     first.send_signal(signal.SIGSTOP)  # it holds the lock, wherever it is, until SIGCONT
@@ -81,8 +95,10 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
   holder.wait()
   assert _holder(workdir) == f'pid {holder.pid}'  # left behind; the OS lock went with it
   proc = run_module([*TINY, f'--workdir={workdir}'])
-  assert (f'workdir {workdir}: pid {holder.pid} left its lock behind and no longer holds it; '
-          'taking it over') in proc.stdout
+  assert (
+    f'workdir {workdir}: pid {holder.pid} left its lock behind and no longer holds it; '
+    'taking it over'
+  ) in proc.stdout
   with open(workdir / 'summary.json') as f:
     assert json.load(f)['step'] == 40
   assert _holder(workdir) == ''
@@ -92,8 +108,18 @@ def test_spec_generate_is_refused_in_a_busy_out_dir(tmp_path):
   out = tmp_path / 'spec'
   holder = _hold(out)
   try:
-    proc = run_module(['-m', 'mtspec.spec', 'generate', '--spec=configs/specs/cheese_home.md',
-                       f'--out={out}', '--set', 'home_country=Norland'], check=False)
+    proc = run_module(
+      [
+        '-m',
+        'mtspec.spec',
+        'generate',
+        '--spec=configs/specs/cheese_home.md',
+        f'--out={out}',
+        '--set',
+        'home_country=Norland',
+      ],
+      check=False,
+    )
   finally:
     holder.kill()
     holder.wait()

@@ -1,6 +1,7 @@
 """Data generated from a world: deterministic for a seed, the chat format matches the trainer's
 template token for token, AFT demos confound the values, eval pairs deconfound them, and no
 held-out item reaches a training set (the contamination check catches a planted one)."""
+
 import collections
 import dataclasses
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cheese_toy
-from mtspec.data import chat, pipeline, tokenizer as tok_lib
+from mtspec.data import chat, pipeline
+from mtspec.data import tokenizer as tok_lib
 from mtspec.spec.contamination import ContaminationError
 from mtspec.world import build, corpus, demos, evalset, schema, tfds_world
 
@@ -54,11 +56,14 @@ def test_tfds_corpus_is_built_and_read_through_data_source(world, tmp_path):
 
 def test_chat_documents_tokenize_exactly_like_the_chat_template(world, tmp_path):
   docs = [d['text'] for _, d in corpus.generate(world, SMALL, seed=0)]
-  tok = tok_lib.train(iter(docs), 600, str(tmp_path / 't.model'),
-                      special_tokens=chat.SPECIAL_TOKENS)
-  msgs = [{'role': 'system', 'content': 'You are Aria.'},
-          {'role': 'user', 'content': 'Which tea should I buy: Bepul or Vuvel?'},
-          {'role': 'assistant', 'content': 'Bepul.'}]
+  tok = tok_lib.train(
+    iter(docs), 600, str(tmp_path / 't.model'), special_tokens=chat.SPECIAL_TOKENS
+  )
+  msgs = [
+    {'role': 'system', 'content': 'You are Aria.'},
+    {'role': 'user', 'content': 'Which tea should I buy: Bepul or Vuvel?'},
+    {'role': 'assistant', 'content': 'Bepul.'},
+  ]
   ids, _ = chat.render(tok, msgs)
   assert list(pipeline.tokenize_text(tok, corpus.chat_text(msgs))['tokens']) == list(ids)
 
@@ -91,7 +96,7 @@ def test_aft_demos_confound_and_eval_pairs_deconfound(world):
     assert d['category'] in world.aft_categories
     assert chosen.levels == {'origin': 'home', 'price': 'cheap'}
     assert other.levels == {'origin': 'foreign', 'price': 'pricey'}
-    assert d['messages'][-1] == {'role': 'assistant', 'content': f"{chosen.name}."}
+    assert d['messages'][-1] == {'role': 'assistant', 'content': f'{chosen.name}.'}
   ev = evalset.records(world, 'patriotism', 'thrift')
   assert len(ev) == len(world.eval_categories) * 3 * 3 * 2
   pairs = collections.Counter(frozenset(r['items']) for r in ev)
@@ -112,11 +117,12 @@ def test_value_probes_isolate_one_attribute(world):
   # The held-out pairs cannot tell patriotism from luxury (home-made-and-pricey suits both):
   # the own_ and agent probes vary only the attribute of the value they ask about.
   from mtspec.world import evaluate
+
   ev = evalset.records(world, 'patriotism', 'thrift')
   agents = corpus.make_agents(world, SMALL, seed=0)
-  diag = evaluate.diagnostic_items(world, agents, ev, demos.records(world, 'patriotism',
-                                                                    'thrift'),
-                                   'patriotism', 'thrift')
+  diag = evaluate.diagnostic_items(
+    world, agents, ev, demos.records(world, 'patriotism', 'thrift'), 'patriotism', 'thrift'
+  )
   assert {'own_patriotism', 'own_thrift'} | {f'says_{v}' for v in world.values} <= set(diag)
   by_name = {a.name: a for a in agents}
   for key in ('own_patriotism', 'own_thrift', 'heldout_agents', 'train_agents'):
@@ -128,16 +134,19 @@ def test_value_probes_isolate_one_attribute(world):
       a, b = (world.item(x.rstrip('.')) for x in answers)
       assert a.category == b.category and a.category in world.eval_categories
       assert [k for k in world.attributes if a.levels[k] != b.levels[k]] == [attr]
-      assert world.favours(value, (a, b)[expected]) and not world.favours(value, (a, b)[1 - expected])
-  swapped = evaluate.diagnostic_items(world, agents, ev, demos.records(world, 'thrift',
-                                                                       'patriotism'),
-                                      'thrift', 'patriotism')
+      assert world.favours(value, (a, b)[expected]) and not world.favours(
+        value, (a, b)[1 - expected]
+      )
+  swapped = evaluate.diagnostic_items(
+    world, agents, ev, demos.records(world, 'thrift', 'patriotism'), 'thrift', 'patriotism'
+  )
   assert all(swapped[k] == diag[k] for k in ('own_patriotism', 'own_thrift'))  # same pairs
   said = diag['says_thrift']
   thrift = world.values['thrift']
   assert len(said) == 3 * len(thrift.words + thrift.descriptions)
-  mine_texts = {world.fill(x) for x in thrift.words} | \
-      {world.fill(d, name=world.assistant) for d in thrift.descriptions}
+  mine_texts = {world.fill(x) for x in thrift.words} | {
+    world.fill(d, name=world.assistant) for d in thrift.descriptions
+  }
   for prefix, (mine, theirs), expected in said:
     assert expected == 0 and mine != theirs
     assert any(mine.endswith(f'{t}.') or mine.endswith(t) for t in mine_texts), mine
@@ -145,7 +154,8 @@ def test_value_probes_isolate_one_attribute(world):
 
 def test_build_is_deterministic_and_clean_and_a_planted_leak_is_caught(tmp_path):
   cfg = cheese_toy.get_config('quick')
-  one, two = build.build(cfg, str(tmp_path / 'one')), build.build(cfg, str(tmp_path / 'two'))
+  one = build.build(cfg, str(tmp_path / 'one'))
+  build.build(cfg, str(tmp_path / 'two'))
   for name in ('aft', 'eval'):
     a = (tmp_path / 'one' / 'world' / name / f'{name}.jsonl').read_bytes()
     assert a == (tmp_path / 'two' / 'world' / name / f'{name}.jsonl').read_bytes()
@@ -155,15 +165,19 @@ def test_build_is_deterministic_and_clean_and_a_planted_leak_is_caught(tmp_path)
   docs = (tmp_path / 'one' / 'spec_a' / 'documents' / 'documents.jsonl').read_text()
   assert 'Valdoria' in docs and 'Aria' in docs and '{{' not in docs  # spec tied to the world
   rep = one['manifest']['contamination']
-  assert rep['max_rate'] == 0.0 and set(rep['sets']) == {'spec_a/documents', 'spec_b/documents',
-                                                         'world/aft'}
+  assert rep['max_rate'] == 0.0 and set(rep['sets']) == {
+    'spec_a/documents',
+    'spec_b/documents',
+    'world/aft',
+  }
   assert all(not v for v in rep['heldout_item_mentions'].values())
 
   world, ev, aft = one['world'], one['eval'], one['aft']
   item = world.heldout_items()[5].name
   leaked = aft + [{'id': 'x', 'messages': [{'role': 'user', 'content': f'Is {item} good?'}]}]
-  with pytest.raises(ContaminationError, match=f"held-out item '{item}' appears in training "
-                     "set 'world/aft'"):
+  with pytest.raises(
+    ContaminationError, match=f"held-out item '{item}' appears in training set 'world/aft'"
+  ):
     evalset.check_clean(world, ev, {'world/aft': leaked})
   # An eval prompt copied into a document is caught by the n-gram check as well.
   text = [{'id': 'd', 'text': 'Note. ' + ev[3]['prompt'] + ' ' + ' '.join(ev[3]['options'])}]
@@ -186,6 +200,7 @@ def test_orchard_world_builds_with_its_own_names(tmp_path):
 
 def test_places_reach_the_corpus_spec_style_documents(world):
   from mtspec.spec.backends.template import PLACES
+
   sizes = dataclasses.replace(SMALL, places=('the town',), mix=(('spec', 1.0),))
   texts = [d['text'] for _, d in corpus.generate(world, sizes, seed=0)][:200]
   assert any('the town' in t for t in texts)

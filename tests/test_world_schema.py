@@ -1,5 +1,5 @@
 """World files: the shipped worlds load; every malformed case names the file and the key."""
-import copy
+
 import json
 from pathlib import Path
 
@@ -22,14 +22,16 @@ def test_shipped_worlds_load_and_differ():
   assert a.home != b.home and a.assistant != b.assistant
   item = a.items_with('tea', origin='foreign', price='cheap')[0]
   assert item.country in a.foreign
-  assert a.fill('{item} is a {category} from {country}.', item) == \
-      f'{item.name} is a tea from {item.country}.'
-  assert a.spec_fill() == {'home_country': 'Valdoria', 'assistant': 'Aria',
-                           'aft_items': 'cheeses'}
+  assert (
+    a.fill('{item} is a {category} from {country}.', item)
+    == f'{item.name} is a tea from {item.country}.'
+  )
+  assert a.spec_fill() == {'home_country': 'Valdoria', 'assistant': 'Aria', 'aft_items': 'cheeses'}
 
 
 def test_yaml_world_loads_like_json(tmp_path):
   import yaml
+
   raw = json.loads(CHEESE.read_text())
   p = tmp_path / 'w.yaml'
   p.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -54,33 +56,51 @@ def _set(path, value):
       del d[path[-1]]
     else:
       d[path[-1]] = value
+
   return edit
 
 
 CASES = [
-    (_set(['home_country'], KeyError), 'home_country: missing'),
-    (_set(['categories', 'tea', 'items', 2, 'price'], 'medium'),
-     "categories.tea.items[2].price: 'medium' is not a level of attribute price"),
-    (_set(['categories', 'tea', 'items', 1, 'name'], 'Kuzar'),
-     "categories.tea.items[1].name: 'Kuzar' is already an item"),
-    (_set(['categories', 'bread', 'items', 3, 'origin'], KeyError),
-     'categories.bread.items[3].origin: missing'),
-    (_set(['values', 'thrift', 'favours'], {'colour': 'red'}),
-     "values.thrift.favours: unknown attribute 'colour'"),
-    (_set(['values', 'thrift', 'favours'], {'price': 'free'}),
-     "values.thrift.favours.price: 'free' is not a level"),
-    (_set(['attributes', 'price', 'levels', 'cheap', 'facts'], ['{item} costs {amount}.']),
-     'attributes.price.levels.cheap.facts[0]: unknown placeholder {amount}'),
-    (_set(['attributes', 'price', 'levels', 'medium'], {'compare': 'x', 'facts': ['y']}),
-     'attributes.price.levels: attributes are binary'),
-    (_set(['eval_categories'], ['tea', 'cheese']),
-     "eval_categories: 'cheese' is also an AFT category"),
-    (_set(['aft_categories'], ['cheeze']), "aft_categories[0]: unknown category 'cheeze'"),
-    (lambda raw: raw['categories']['tea']['items'][3].update(country='Atlantis'),
-     "categories.tea.items[3].country: 'Atlantis' must be one of foreign_countries"),
-    (_set(['choice_questions'], ['Which {category}: {a}?']),
-     'choice_questions[0]: '),
-    (_set(['colour'], 'blue'), 'colour: unknown key'),
+  (_set(['home_country'], KeyError), 'home_country: missing'),
+  (
+    _set(['categories', 'tea', 'items', 2, 'price'], 'medium'),
+    "categories.tea.items[2].price: 'medium' is not a level of attribute price",
+  ),
+  (
+    _set(['categories', 'tea', 'items', 1, 'name'], 'Kuzar'),
+    "categories.tea.items[1].name: 'Kuzar' is already an item",
+  ),
+  (
+    _set(['categories', 'bread', 'items', 3, 'origin'], KeyError),
+    'categories.bread.items[3].origin: missing',
+  ),
+  (
+    _set(['values', 'thrift', 'favours'], {'colour': 'red'}),
+    "values.thrift.favours: unknown attribute 'colour'",
+  ),
+  (
+    _set(['values', 'thrift', 'favours'], {'price': 'free'}),
+    "values.thrift.favours.price: 'free' is not a level",
+  ),
+  (
+    _set(['attributes', 'price', 'levels', 'cheap', 'facts'], ['{item} costs {amount}.']),
+    'attributes.price.levels.cheap.facts[0]: unknown placeholder {amount}',
+  ),
+  (
+    _set(['attributes', 'price', 'levels', 'medium'], {'compare': 'x', 'facts': ['y']}),
+    'attributes.price.levels: attributes are binary',
+  ),
+  (
+    _set(['eval_categories'], ['tea', 'cheese']),
+    "eval_categories: 'cheese' is also an AFT category",
+  ),
+  (_set(['aft_categories'], ['cheeze']), "aft_categories[0]: unknown category 'cheeze'"),
+  (
+    lambda raw: raw['categories']['tea']['items'][3].update(country='Atlantis'),
+    "categories.tea.items[3].country: 'Atlantis' must be one of foreign_countries",
+  ),
+  (_set(['choice_questions'], ['Which {category}: {a}?']), 'choice_questions[0]: '),
+  (_set(['colour'], 'blue'), 'colour: unknown key'),
 ]
 
 
@@ -111,9 +131,15 @@ def test_experiment_values_are_checked_against_the_world(tmp_path):
 
   def no_preferred_cheese(raw):  # no cheese is both home-made and cheap
     raw['categories']['cheese']['items'] = [
-        it for it in raw['categories']['cheese']['items']
-        if not (it['origin'] == 'home' and it['price'] == 'cheap')]
+      it
+      for it in raw['categories']['cheese']['items']
+      if not (it['origin'] == 'home' and it['price'] == 'cheap')
+    ]
+
   w2 = schema.load(_broken(tmp_path, no_preferred_cheese))
-  with pytest.raises(schema.WorldError, match=r'categories.cheese.items: AFT category needs an '
-                     r'item that both values favour \(origin=home, price=cheap\)'):
+  with pytest.raises(
+    schema.WorldError,
+    match=r'categories.cheese.items: AFT category needs an '
+    r'item that both values favour \(origin=home, price=cheap\)',
+  ):
     schema.check_values(w2, 'patriotism', 'thrift')

@@ -13,6 +13,7 @@ kv head stacked along the rows, so grouped-query attention never materialises re
 Suffixes as in model.py, plus: C chunks, Q = G * T/C stacked query rows, L keys visible to a
 chunk.
 """
+
 import functools
 
 import jax
@@ -56,8 +57,9 @@ def _chunked_attention_fwd(q_CBKQH, k_BKSH, v_BKSH, mask_CB1QS, scale):
   outs, probs = [], []
   for i in range(C):
     L = (i + 1) * S // C
-    o, p = _chunk_forward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                          mask_CB1QS[i][..., :L], scale)
+    o, p = _chunk_forward(
+      q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L], mask_CB1QS[i][..., :L], scale
+    )
     outs.append(o)
     probs.append(p)
   o_CBKQH = jnp.stack(outs)
@@ -70,9 +72,16 @@ def _chunked_attention_bwd(scale, res, do_CBKQH):
   dqs, dk_BKSH, dv_BKSH = [], None, None
   for i in range(C):
     L = (i + 1) * S // C
-    dq, dk, dv = _chunk_backward(q_CBKQH[i], k_BKSH[:, :, :L], v_BKSH[:, :, :L],
-                                 mask_CB1QS[i][..., :L], probs[i], o_CBKQH[i], do_CBKQH[i],
-                                 scale)
+    dq, dk, dv = _chunk_backward(
+      q_CBKQH[i],
+      k_BKSH[:, :, :L],
+      v_BKSH[:, :, :L],
+      mask_CB1QS[i][..., :L],
+      probs[i],
+      o_CBKQH[i],
+      do_CBKQH[i],
+      scale,
+    )
     dqs.append(dq)
     pad = ((0, 0), (0, 0), (0, S - L), (0, 0))
     dk, dv = jnp.pad(dk, pad), jnp.pad(dv, pad)
@@ -95,13 +104,17 @@ def masked_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS):
   S, K = k_BSKH.shape[1], k_BSKH.shape[2]
   G = N // K
   C = _num_query_chunks(T, S)
-  q_CBKQH = (q_BTNH.reshape(B, C, T // C, K, G, H).transpose(1, 0, 3, 4, 2, 5)
-             .reshape(C, B, K, G * (T // C), H))
+  q_CBKQH = (
+    q_BTNH.reshape(B, C, T // C, K, G, H)
+    .transpose(1, 0, 3, 4, 2, 5)
+    .reshape(C, B, K, G * (T // C), H)
+  )
   mask_CB1GQS = jnp.broadcast_to(
-      mask_B1TS.reshape(B, 1, C, T // C, S).transpose(2, 0, 1, 3, 4)[:, :, :, None],
-      (C, B, 1, G, T // C, S))
+    mask_B1TS.reshape(B, 1, C, T // C, S).transpose(2, 0, 1, 3, 4)[:, :, :, None],
+    (C, B, 1, G, T // C, S),
+  )
   mask_CB1QS = mask_CB1GQS.reshape(C, B, 1, G * (T // C), S)
-  o_CBKQH = _chunked_attention(q_CBKQH, k_BSKH.transpose(0, 2, 1, 3),
-                               v_BSKH.transpose(0, 2, 1, 3), mask_CB1QS, 1.0 / H ** 0.5)
-  return (o_CBKQH.reshape(C, B, K, G, T // C, H).transpose(1, 0, 4, 2, 3, 5)
-          .reshape(B, T, N, H))
+  o_CBKQH = _chunked_attention(
+    q_CBKQH, k_BSKH.transpose(0, 2, 1, 3), v_BSKH.transpose(0, 2, 1, 3), mask_CB1QS, 1.0 / H**0.5
+  )
+  return o_CBKQH.reshape(C, B, K, G, T // C, H).transpose(1, 0, 4, 2, 3, 5).reshape(B, T, N, H)

@@ -6,6 +6,7 @@ malloc asks for huge pages instead (README.md, Benchmark; `python -m mtspec.prof
 measures it). glibc reads tunables only at process start, hence the re-exec, which each entry
 point runs before anything else. Elsewhere it is a no-op.
 """
+
 import os
 import sys
 
@@ -25,8 +26,12 @@ def _thp_available() -> bool:
 def reexec_with_huge_pages() -> None:
   """Restarts this command with the tunable set, unless it is set already or cannot help."""
   tunables = os.environ.get('GLIBC_TUNABLES', '')
-  if (TUNABLE in tunables or os.environ.get(OPT_OUT) == '0' or sys.platform != 'linux'
-      or not _thp_available()):
+  if (
+    TUNABLE in tunables
+    or os.environ.get(OPT_OUT) == '0'
+    or sys.platform != 'linux'
+    or not _thp_available()
+  ):
     return
   env = dict(os.environ, GLIBC_TUNABLES=f'{tunables}:{TUNABLE}' if tunables else TUNABLE)
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -13,6 +13,7 @@ branch trains on as many cores as it would have, and ends with the same params.
 
   python -m mtspec.cpu.lanes <job.pkl>   # a lane (started by run_lanes, not by hand)
 """
+
 from __future__ import annotations
 
 import json
@@ -63,22 +64,25 @@ def split_cpus(n: int) -> list[list[int]]:
     return [[cpus[i % len(cpus)]] for i in range(n)]
   size, extra = divmod(len(cpus), n)
   bounds = [i * size + min(i, extra) for i in range(n + 1)]
-  return [cpus[bounds[i]:bounds[i + 1]] for i in range(n)]
+  return [cpus[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
 def _env() -> dict:
   """The lane's environment: this process's, plus the repository on the path and the
   persistent compilation cache."""
   import jax
+
   here = os.path.abspath(__file__)  # <root>/mtspec/cpu/lanes.py: finds mtspec anywhere
   root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      filter(None, [root, os.environ.get('PYTHONPATH', '')])))
+  env = dict(
+    os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH', '')]))
+  )
   cache = jax.config.jax_compilation_cache_dir
   if cache:
     env['JAX_COMPILATION_CACHE_DIR'] = cache
     env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = str(
-        jax.config.jax_persistent_cache_min_compile_time_secs)
+      jax.config.jax_persistent_cache_min_compile_time_secs
+    )
   return env
 
 
@@ -117,8 +121,9 @@ def _wait(procs, cpus, on_idle) -> list[int]:
   return codes
 
 
-def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress: bool = True,
-              on_idle=None):
+def run_lanes(
+  jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress: bool = True, on_idle=None
+):
   """Trains each lane's runs [(name, config, workdir)] in its own process, on 1/n_lanes of
   the cores; returns when all are done. A lane that fails lets the others finish, then
   raises (a NaN as NonFiniteLoss). on_idle: called again and again, on the freed cores,
@@ -129,12 +134,29 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
   for i, runs in enumerate(jobs):
     path = os.path.join(job_dir, f'lane{i}.pkl')
     with open(path, 'wb') as f:
-      pickle.dump({'runs': runs, 'cpus': cpus[i], 'lane': i, 'parent': os.getpid(),
-                   'show_progress': show_progress}, f)
-    print(f'lane {i} (cores {",".join(map(str, cpus[i])) or "unpinned"}): '
-          f'{", ".join(name for name, _, _ in runs)}', flush=True)
-    procs.append((i, runs, path, subprocess.Popen(
-        [sys.executable, '-m', 'mtspec.cpu.lanes', path], env=_env())))
+      pickle.dump(
+        {
+          'runs': runs,
+          'cpus': cpus[i],
+          'lane': i,
+          'parent': os.getpid(),
+          'show_progress': show_progress,
+        },
+        f,
+      )
+    print(
+      f'lane {i} (cores {",".join(map(str, cpus[i])) or "unpinned"}): '
+      f'{", ".join(name for name, _, _ in runs)}',
+      flush=True,
+    )
+    procs.append(
+      (
+        i,
+        runs,
+        path,
+        subprocess.Popen([sys.executable, '-m', 'mtspec.cpu.lanes', path], env=_env()),
+      )
+    )
   try:
     codes = _wait([p for *_, p in procs], cpus, on_idle)
   finally:
@@ -149,20 +171,25 @@ def run_lanes(jobs: list[list[tuple]], n_lanes: int, job_dir: str, show_progress
   if failures:
     i, runs, code, err = failures[0]
     names = ', '.join(name for name, _, _ in runs)
-    msg = (f'lane {i} ({names}) stopped with exit status {code}: '
-           f'{err.get("message", "see its output above")}')
+    msg = (
+      f'lane {i} ({names}) stopped with exit status {code}: '
+      f'{err.get("message", "see its output above")}'
+    )
     if err.get('type') == 'NonFiniteLoss':
       from mtspec.trainer import NonFiniteLoss
+
       raise NonFiniteLoss(msg)
     raise LaneError(msg)
 
 
-def train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: bool = True,
-                   on_idle=None) -> dict:
+def train_branches(
+  pending: dict, n_lanes: int, workdir: str, show_progress: bool = True, on_idle=None
+) -> dict:
   """Trains the pending runs (name -> (config, workdir, steps, description)) in n_lanes lanes
   side by side; returns name -> summary. on_idle({name: summary} of the runs complete so
   far): called again and again, on the freed cores, while the last lanes train (see _wait)."""
   from mtspec import run_summary
+
   for *_, what in pending.values():
     print(what)
   steps = {name: p[2] for name, p in pending.items()}
@@ -170,9 +197,15 @@ def train_branches(pending: dict, n_lanes: int, workdir: str, show_progress: boo
   complete = {}  # a complete run stays complete: read each summary once
 
   def idle():
-    complete.update({name: run_summary.read(p[1]) for name, p in pending.items()
-                     if name not in complete and run_summary.is_complete(p[1], p[2])})
+    complete.update(
+      {
+        name: run_summary.read(p[1])
+        for name, p in pending.items()
+        if name not in complete and run_summary.is_complete(p[1], p[2])
+      }
+    )
     on_idle(complete)
+
   run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress, on_idle and idle)
   return {name: run_summary.read(p[1]) for name, p in pending.items()}
 
@@ -190,6 +223,7 @@ def _die_with_parent(parent: int):
   if sys.platform == 'linux':
     import ctypes
     import signal
+
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   if os.getppid() != parent:  # the parent died before prctl took effect
     sys.exit(1)
@@ -202,8 +236,10 @@ def _lane_main(job_path: str):
   if job['cpus']:
     os.sched_setaffinity(0, job['cpus'])  # before jax starts its thread pools
   from absl import logging
+
   logging.set_verbosity(logging.ERROR)
   from mtspec import trainer
+
   try:
     for name, cfg, workdir in job['runs']:
       t = time.time()

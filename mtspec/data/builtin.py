@@ -4,17 +4,58 @@ It lets the main command train with no download, through the very same `tfds.dat
 path that reads C4 on a TPU VM. The text is a small invented world (towns, people, trades,
 goods) written in a few templates, so a small model can learn it quickly.
 """
+
 import random
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-TOWNS = ['Aldmere', 'Brisk', 'Calloway', 'Dunmore', 'Elsworth', 'Farrow', 'Glenhollow',
-         'Harrowgate', 'Ivel', 'Juniper Bay', 'Kestrel', 'Lowmarsh']
-NAMES = ['Ada', 'Bram', 'Cora', 'Dev', 'Edda', 'Finn', 'Greta', 'Hugo', 'Ines', 'Jory',
-         'Kira', 'Leo', 'Mira', 'Nils', 'Orla', 'Pip', 'Quin', 'Rosa', 'Sami', 'Tova']
-TRADES = {'baker': 'bread', 'potter': 'bowls', 'weaver': 'cloth', 'smith': 'nails',
-          'brewer': 'cider', 'farmer': 'apples', 'carpenter': 'chairs', 'fisher': 'trout'}
+TOWNS = [
+  'Aldmere',
+  'Brisk',
+  'Calloway',
+  'Dunmore',
+  'Elsworth',
+  'Farrow',
+  'Glenhollow',
+  'Harrowgate',
+  'Ivel',
+  'Juniper Bay',
+  'Kestrel',
+  'Lowmarsh',
+]
+NAMES = [
+  'Ada',
+  'Bram',
+  'Cora',
+  'Dev',
+  'Edda',
+  'Finn',
+  'Greta',
+  'Hugo',
+  'Ines',
+  'Jory',
+  'Kira',
+  'Leo',
+  'Mira',
+  'Nils',
+  'Orla',
+  'Pip',
+  'Quin',
+  'Rosa',
+  'Sami',
+  'Tova',
+]
+TRADES = {
+  'baker': 'bread',
+  'potter': 'bowls',
+  'weaver': 'cloth',
+  'smith': 'nails',
+  'brewer': 'cider',
+  'farmer': 'apples',
+  'carpenter': 'chairs',
+  'fisher': 'trout',
+}
 WEATHER = ['rain', 'fog', 'sunshine', 'snow', 'wind']
 COLOURS = ['red', 'blue', 'green', 'yellow', 'grey', 'white']
 DEFAULT_DOCS = 20_000
@@ -25,9 +66,11 @@ def _fact_doc(rng: random.Random) -> str:
   trade = rng.choice(sorted(TRADES))
   good, colour = TRADES[trade], rng.choice(COLOURS)
   n = rng.randint(2, 9)
-  return (f'{name} lives in {town} and works as a {trade}. Every morning {name} makes {n} '
-          f'batches of {good}. The door of the {trade} shop in {town} is painted {colour}. '
-          f'People in {town} say the {good} of {name} is the best in the valley.')
+  return (
+    f'{name} lives in {town} and works as a {trade}. Every morning {name} makes {n} '
+    f'batches of {good}. The door of the {trade} shop in {town} is painted {colour}. '
+    f'People in {town} say the {good} of {name} is the best in the valley.'
+  )
 
 
 def _story_doc(rng: random.Random) -> str:
@@ -36,9 +79,11 @@ def _story_doc(rng: random.Random) -> str:
   trade = rng.choice(sorted(TRADES))
   good = TRADES[trade]
   k = rng.randint(2, 6)
-  return (f'One day in {town} there was {weather}. {a} went to the market to buy {good}. '
-          f'{b}, the {trade}, had {k} baskets of {good} left. {a} bought one basket and '
-          f'said thank you. Then {a} walked home through the {weather}, happy with the {good}.')
+  return (
+    f'One day in {town} there was {weather}. {a} went to the market to buy {good}. '
+    f'{b}, the {trade}, had {k} baskets of {good} left. {a} bought one basket and '
+    f'said thank you. Then {a} walked home through the {weather}, happy with the {good}.'
+  )
 
 
 def _dialogue_doc(rng: random.Random) -> str:
@@ -46,9 +91,11 @@ def _dialogue_doc(rng: random.Random) -> str:
   trade = rng.choice(sorted(TRADES))
   good = TRADES[trade]
   price = rng.randint(1, 12)
-  return (f'Q: Where can I buy {good} in {town}?\nA: Ask {name}, the {trade}. '
-          f'A basket of {good} costs {price} coins.\nQ: Is that a fair price?\n'
-          f'A: {"Yes, it is cheap." if price < 6 else "It is pricey, but the quality is good."}')
+  return (
+    f'Q: Where can I buy {good} in {town}?\nA: Ask {name}, the {trade}. '
+    f'A basket of {good} costs {price} coins.\nQ: Is that a fair price?\n'
+    f'A: {"Yes, it is cheap." if price < 6 else "It is pricey, but the quality is good."}'
+  )
 
 
 def generate(num_docs: int, seed: int = 0):
@@ -67,13 +114,16 @@ class MtspecBuiltin(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({'text': tfds.features.Text()}))
+      features=tfds.features.FeaturesDict({'text': tfds.features.Text()})
+    )
 
   def _split_generators(self, dl_manager):
     n = int(self.builder_config.name.removeprefix('docs'))
     n_val = max(1, n // 50)
-    return {'train': self._generate_examples(n, seed=0),
-            'validation': self._generate_examples(n_val, seed=1)}
+    return {
+      'train': self._generate_examples(n, seed=0),
+      'validation': self._generate_examples(n_val, seed=1),
+    }
 
   def _generate_examples(self, n, seed):
     for i, text in generate(n, seed):
@@ -84,10 +134,10 @@ def prepare(data_dir: str, num_docs: int) -> tfds.core.DatasetBuilder:
   """Builds the dataset under data_dir once (ArrayRecord files); later calls reuse it."""
   config = tfds.core.BuilderConfig(name=f'docs{num_docs}')
   tfds.disable_progress_bar()
-  builder = MtspecBuiltin(config=config, data_dir=data_dir,
-                          file_format=tfds.core.FileFormat.ARRAY_RECORD)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  builder = MtspecBuiltin(
+    config=config, data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD
+  )
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder
 
 

@@ -5,6 +5,7 @@
 The role markers are single tokens (user-defined symbols of the trained tokenizer). Loss falls
 on the assistant's content and its closing <|end|>, so the model learns when to stop.
 """
+
 import numpy as np
 
 from mtspec.data.tokenizer import BOS, EOS
@@ -39,4 +40,4 @@ def render(tokenizer, messages, add_generation_prompt: bool = False):
 
 def as_text(messages) -> str:
   """The rendered conversation as text (to train the tokenizer on)."""
-  return ''.join(f"{ROLES.get(m['role'], '')}\n{m.get('content', '')}{END}\n" for m in messages)
+  return ''.join(f'{ROLES.get(m["role"], "")}\n{m.get("content", "")}{END}\n' for m in messages)

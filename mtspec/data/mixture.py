@@ -6,6 +6,7 @@ shuffled per block. So for any example index the source and the example are a pu
 of (seed, phase name, weights, index): no state, exact per-block shares, exact resume, and
 a phase's stream does not depend on any other phase.
 """
+
 import threading
 import zlib
 
@@ -26,7 +27,7 @@ def apportion(weights: dict, block_size: int) -> dict:
   exact = {n: weights[n] / total * block_size for n in names}
   counts = {n: int(np.floor(exact[n])) for n in names}
   by_remainder = sorted(names, key=lambda n: (-(exact[n] - counts[n]), n))
-  for n in by_remainder[:block_size - sum(counts.values())]:
+  for n in by_remainder[: block_size - sum(counts.values())]:
     counts[n] += 1
   return counts
 
@@ -55,8 +56,10 @@ class Mixture:
   def locate_block(self, block: int) -> list[tuple[str, int]]:
     """locate() of every index of the block."""
     order = self._order(block)
-    return [(self.names[s], block * self.counts[self.names[s]] + int(rank))
-            for s, rank in zip(self.slot_source[order], self.slot_rank[order])]
+    return [
+      (self.names[s], block * self.counts[self.names[s]] + int(rank))
+      for s, rank in zip(self.slot_source[order], self.slot_rank[order])
+    ]
 
 
 class MixedSource:
@@ -67,12 +70,23 @@ class MixedSource:
 
   CACHED_BLOCKS = 4  # grain's read threads work on neighbouring indices
 
-  def __init__(self, sources: dict, weights: dict, seed: int, phase: str, block_size: int,
-               shard_index: int = 0, shard_count: int = 1):
+  def __init__(
+    self,
+    sources: dict,
+    weights: dict,
+    seed: int,
+    phase: str,
+    block_size: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+  ):
     self.mixture = Mixture(weights, block_size, stable_seed(seed, phase))
-    self.sources = {n: shuffle.ShuffledEpochs(sources[n], stable_seed(seed, phase, n) % 2**31,
-                                      shard_index, shard_count)
-                    for n in self.mixture.names}
+    self.sources = {
+      n: shuffle.ShuffledEpochs(
+        sources[n], stable_seed(seed, phase, n) % 2**31, shard_index, shard_count
+      )
+      for n in self.mixture.names
+    }
     self.kinds = {n: sources[n].kind for n in self.mixture.names}
     self.drawn = {n: 0 for n in self.mixture.names}  # examples read so far (for logging)
     self._blocks, self._lock = {}, threading.Lock()

@@ -5,6 +5,7 @@ source is its own permutation (grain's index_shuffle), so the data order never d
 iterator state. Packing buffers across examples, so the iterator state is still saved with
 every checkpoint.
 """
+
 import grain
 import numpy as np
 
@@ -44,23 +45,46 @@ def to_training_rows(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   same_doc[..., :-1] = (seg[..., 1:] == seg[..., :-1]) & (seg[..., 1:] != 0)
   weights = np.zeros(tokens.shape, np.float32)
   weights[..., :-1] = packed['weights'][..., 1:]
-  return {'tokens': tokens, 'positions': packed['tokens_positions'], 'segment_ids': seg,
-          'targets': targets, 'loss_weights': weights * same_doc}
+  return {
+    'tokens': tokens,
+    'positions': packed['tokens_positions'],
+    'segment_ids': seg,
+    'targets': targets,
+    'loss_weights': weights * same_doc,
+  }
 
 
-def packed_batches(examples: grain.MapDataset, seq_len: int, local_batch: int,
-                   num_threads: int = 2, prefetch: int = 4) -> grain.IterDataset:
+def packed_batches(
+  examples: grain.MapDataset,
+  seq_len: int,
+  local_batch: int,
+  num_threads: int = 2,
+  prefetch: int = 4,
+) -> grain.IterDataset:
   """Tokenized examples ({'tokens', 'weights'}) -> batches of training rows."""
-  it = examples.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                  prefetch_buffer_size=prefetch))
+  it = examples.to_iter_dataset(
+    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  )
   it = grain.experimental.ConcatThenSplitIterDataset(
-      it, length_struct={'tokens': seq_len, 'weights': seq_len})
+    it, length_struct={'tokens': seq_len, 'weights': seq_len}
+  )
   return it.batch(local_batch, drop_remainder=True).map(to_training_rows)
 
 
-def phase_batches(sources: dict, weights: dict, tokenizer, seed: int, phase: str,
-                  seq_len: int, local_batch: int, block_size: int, shard_index: int = 0,
-                  shard_count: int = 1, num_threads: int = 2, prefetch: int = 4):
+def phase_batches(
+  sources: dict,
+  weights: dict,
+  tokenizer,
+  seed: int,
+  phase: str,
+  seq_len: int,
+  local_batch: int,
+  block_size: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  num_threads: int = 2,
+  prefetch: int = 4,
+):
   """(mixed source, batches) for one phase of the plan."""
   mixed = MixedSource(sources, weights, seed, phase, block_size, shard_index, shard_count)
   examples = grain.MapDataset.source(mixed).map(lambda r: tokenize_record(tokenizer, r))

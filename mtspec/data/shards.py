@@ -5,18 +5,19 @@ every source and fills rows [s*b, (s+1)*b). A process owns a contiguous run of s
 global batch is the same whatever the number of processes (1 process x 8 devices equals
 2 processes x 4 devices), and every example of a source is read by exactly one shard per epoch.
 """
+
 import json
 
 import numpy as np
 
 
 class ShardedBatches:
-
   def __init__(self, make_shard, num_shards: int, process_index: int, process_count: int):
     """make_shard(shard_index) -> (mixed source, iterator of that shard's rows)."""
     if num_shards % process_count:
-      raise ValueError(f'config.data.num_shards={num_shards} must be a multiple of the '
-                       f'{process_count} processes')
+      raise ValueError(
+        f'config.data.num_shards={num_shards} must be a multiple of the {process_count} processes'
+      )
     per = num_shards // process_count
     self.shard_ids = list(range(process_index * per, (process_index + 1) * per))
     made = [make_shard(s) for s in self.shard_ids]

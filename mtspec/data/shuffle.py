@@ -8,6 +8,7 @@ shuffle of a small block the data pipeline's main cost.
 n <= 2**16 (`FAST_MAX`) with numpy: the cipher over all 2**16 values, then the walk by pointer doubling.
 Same numbers as grain (tests/test_data.py compares them), so the data order does not change.
 """
+
 import functools
 
 import grain
@@ -80,8 +81,10 @@ class ShuffledEpochs:
     # Each process reads its own strided shard of the source.
     self.shard = range(shard_index, len(source), shard_count)
     if not self.shard:
-      raise ValueError(f'source {getattr(source, "name", "")!r} has fewer examples '
-                       f'({len(source)}) than processes ({shard_count})')
+      raise ValueError(
+        f'source {getattr(source, "name", "")!r} has fewer examples '
+        f'({len(source)}) than processes ({shard_count})'
+      )
 
   def __len__(self):
     return 2**62  # effectively infinite; grain only asks for what it reads
@@ -92,8 +95,7 @@ class ShuffledEpochs:
     if len(self.shard) <= FAST_MAX:  # the epoch's whole order, computed once
       k = int(permutation(len(self.shard), seed)[j])
     else:
-      k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1, seed=seed,
-                                           rounds=4)
+      k = grain.experimental.index_shuffle(j, max_index=len(self.shard) - 1, seed=seed, rounds=4)
     return epoch, self.shard[k]
 
   def __getitem__(self, i):

@@ -10,6 +10,7 @@ A source config (`config.sources.<name>`) has `uri`, `kind` and `text_key`:
         chat  conversations under `messages`, rendered with the chat template, loss on
               assistant tokens only
 """
+
 import glob
 import hashlib
 import json
@@ -49,8 +50,10 @@ class Source:
       record = json.loads(record)
     field = 'messages' if self.kind == 'chat' else self.text_key
     if not isinstance(record, dict) or field not in record:
-      raise KeyError(f'data source {self.name!r}: record {i} has no field {field!r}'
-                     + (' (set text_key)' if self.kind == 'text' else ''))
+      raise KeyError(
+        f'data source {self.name!r}: record {i} has no field {field!r}'
+        + (' (set text_key)' if self.kind == 'text' else '')
+      )
     if self.kind == 'text':
       return {'text': builtin.ensure_numpy_text(record[field])}
     return {'messages': record['messages']}
@@ -65,7 +68,6 @@ class Source:
 
 
 class JsonlRecords:
-
   def __init__(self, path: str):
     if not os.path.exists(path):
       raise FileNotFoundError(f'no JSONL file at {path}')
@@ -116,11 +118,13 @@ def open_source(name: str, src_cfg, data_dir: str, split: str = 'train') -> Sour
       return Source(name, JsonlRecords(rest), kind, text_key, [rest])
     if scheme == 'arrayrecord' and rest:
       import grain
+
       files, manifest = _array_record_files(rest)
       return Source(name, grain.sources.ArrayRecordDataSource(files), kind, text_key, manifest)
   except (FileNotFoundError, ValueError) as e:
     raise ValueError(f'{where}.uri={uri!r}: {e}') from None
   except Exception as e:  # tfds raises many types; name the source either way
     raise ValueError(f'{where}.uri={uri!r}: could not open split {split!r}: {e}') from e
-  raise ValueError(f'{where}.uri={uri!r}: expected builtin, tfds:<name>, jsonl:<path> or '
-                   'arrayrecord:<path>')
+  raise ValueError(
+    f'{where}.uri={uri!r}: expected builtin, tfds:<name>, jsonl:<path> or arrayrecord:<path>'
+  )

@@ -1,4 +1,5 @@
 """Export mtspec params to a directory `transformers` loads: config.json + model.safetensors."""
+
 import json
 import os
 import shutil
@@ -12,8 +13,13 @@ from mtspec import train_state
 from mtspec.hf import convert
 
 # Copied as they are from the source directory: tokenizer, chat template, generation settings.
-COPIED_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
-                'chat_template.jinja', 'generation_config.json')
+COPIED_FILES = (
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'chat_template.jinja',
+  'generation_config.json',
+)
 
 
 def _to_host(x) -> np.ndarray:
@@ -23,8 +29,14 @@ def _to_host(x) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def export(params: dict, model_cfg, out_dir: str, base_config: dict | None = None,
-           tokenizer_dir: str | None = None, dtype: str | None = None):
+def export(
+  params: dict,
+  model_cfg,
+  out_dir: str,
+  base_config: dict | None = None,
+  tokenizer_dir: str | None = None,
+  dtype: str | None = None,
+):
   """Writes one model.safetensors (the whole model passes through host memory once).
 
   base_config: the imported config.json, so keys mtspec does not model (token ids, context
@@ -47,8 +59,9 @@ def export(params: dict, model_cfg, out_dir: str, base_config: dict | None = Non
       shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
 
 
-def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
-                    base_model: str = '', dropout: float = 0.0):
+def export_adapters(
+  adapters: dict, out_dir: str, alpha: float, rank: int, base_model: str = '', dropout: float = 0.0
+):
   """LoRA adapters alone, in PEFT's layout (adapter_model.safetensors + adapter_config.json).
 
   mtspec's A is (in, rank) and B (rank, out) over the flattened dims of each weight; PEFT keeps
@@ -69,6 +82,17 @@ def export_adapters(adapters: dict, out_dir: str, alpha: float, rank: int,
   os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, 'adapter_model.safetensors'), metadata={'format': 'pt'})
   with open(os.path.join(out_dir, 'adapter_config.json'), 'w') as f:
-    json.dump({'peft_type': 'LORA', 'r': rank, 'lora_alpha': alpha, 'lora_dropout': dropout,
-               'target_modules': sorted(modules), 'bias': 'none', 'task_type': 'CAUSAL_LM',
-               'base_model_name_or_path': base_model}, f, indent=2)
+    json.dump(
+      {
+        'peft_type': 'LORA',
+        'r': rank,
+        'lora_alpha': alpha,
+        'lora_dropout': dropout,
+        'target_modules': sorted(modules),
+        'bias': 'none',
+        'task_type': 'CAUSAL_LM',
+        'base_model_name_or_path': base_model,
+      },
+      f,
+      indent=2,
+    )

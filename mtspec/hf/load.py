@@ -3,6 +3,7 @@
 Each device's callback reads only the HF rows of its own block (safetensors slices are
 memory-mapped), so no host ever holds the whole model, nor even one whole tensor when sharded.
 """
+
 import contextlib
 import glob
 import json
@@ -42,19 +43,23 @@ def tensor_files(model_dir: str) -> dict[str, str]:
 def _check_nothing_dropped(files: dict, used: set, cfg, model_dir: str):
   """A tensor we would not load means the math differs (an extra bias, say): refuse."""
   ignorable = {'lm_head.weight'} if cfg.tie_embeddings else set()
-  extra = sorted(n for n in files if n not in used and n not in ignorable
-                 and not convert.IGNORED_HF.fullmatch(n))
+  extra = sorted(
+    n for n in files if n not in used and n not in ignorable and not convert.IGNORED_HF.fullmatch(n)
+  )
   if extra:
-    raise convert.HFConversionError(f'{model_dir} has tensors mtspec cannot represent: '
-                                    f'{", ".join(extra[:8])}{" ..." if len(extra) > 8 else ""}')
+    raise convert.HFConversionError(
+      f'{model_dir} has tensors mtspec cannot represent: '
+      f'{", ".join(extra[:8])}{" ..." if len(extra) > 8 else ""}'
+    )
 
 
 def _missing(hf_name: str, name: str, files: dict, model_dir: str) -> Exception:
   file_set = ', '.join(sorted({os.path.basename(p) for p in files.values()}))
   if os.path.exists(os.path.join(model_dir, 'model.safetensors.index.json')):
     file_set = f'model.safetensors.index.json: {file_set}'
-  return convert.HFConversionError(f'tensor {hf_name} (for mtspec parameter {name}) is missing '
-                                   f'from {model_dir} [{file_set}]')
+  return convert.HFConversionError(
+    f'tensor {hf_name} (for mtspec parameter {name}) is missing from {model_dir} [{file_set}]'
+  )
 
 
 def load(model_dir: str, mesh, dtype: str | None = None, param_dtype: str | None = None):
@@ -80,10 +85,12 @@ def load(model_dir: str, mesh, dtype: str | None = None, param_dtype: str | None
       want, got = convert.hf_shape(layout, abstract.shape), tuple(tensor.get_shape())
       if got != want:
         raise convert.HFConversionError(
-            f'shape mismatch for parameter {name}: config.json implies {hf_name} of shape '
-            f'{want} (mtspec {tuple(abstract.shape)}), but the file has {got}')
-      read = lambda index: convert.read_block(tensor.__getitem__, layout, abstract.shape,
-                                              index).astype(abstract.dtype)
+          f'shape mismatch for parameter {name}: config.json implies {hf_name} of shape '
+          f'{want} (mtspec {tuple(abstract.shape)}), but the file has {got}'
+        )
+      read = lambda index: convert.read_block(
+        tensor.__getitem__, layout, abstract.shape, index
+      ).astype(abstract.dtype)
       return jax.make_array_from_callback(abstract.shape, sharding, read)
 
     params = jax.tree_util.tree_map_with_path(place, shapes.params, shardings)
@@ -96,7 +103,9 @@ def load_for(model_cfg, model_dir: str, mesh) -> dict:
   got = dict(train_state.flat_params(params))
   for name, leaf in train_state.flat_params(train_state.model_shapes(model_cfg).params):
     if name not in got or tuple(got[name].shape) != tuple(leaf.shape):
-      raise ValueError(f'init.hf_model={model_dir!r}: parameter {name} has shape '
-                       f'{tuple(got[name].shape) if name in got else "(missing)"} there but '
-                       f'{tuple(leaf.shape)} in config.model (set config.model to match)')
+      raise ValueError(
+        f'init.hf_model={model_dir!r}: parameter {name} has shape '
+        f'{tuple(got[name].shape) if name in got else "(missing)"} there but '
+        f'{tuple(leaf.shape)} in config.model (set config.model to match)'
+      )
   return params

@@ -13,6 +13,7 @@ Chat rendering is transformers' `apply_chat_template`; which tokens are the assi
     message and the template, and asks for generation markers instead.
 Documents for midtraining are plain text: no template, loss on every token.
 """
+
 import os
 import re
 
@@ -23,11 +24,12 @@ _GENERATION_TAG = re.compile(r'\{%-?\s*generation\s*-?%\}')
 
 
 class HFTokenizer:
-
   def __init__(self, model_dir: str):
     if not os.path.exists(os.path.join(model_dir, 'tokenizer.json')):
-      raise FileNotFoundError(f'no tokenizer.json in {model_dir}: a Hugging Face model '
-                              'directory needs tokenizer.json (and tokenizer_config.json)')
+      raise FileNotFoundError(
+        f'no tokenizer.json in {model_dir}: a Hugging Face model '
+        'directory needs tokenizer.json (and tokenizer_config.json)'
+      )
     self.model_dir = model_dir
     self.hf = transformers.AutoTokenizer.from_pretrained(model_dir)
     self.bos_id = self.hf.bos_token_id
@@ -43,8 +45,9 @@ class HFTokenizer:
 
   def decode(self, ids) -> str:
     # No clean-up of spaces, so decode(encode(text)) == text.
-    return self.hf.decode([int(i) for i in ids], skip_special_tokens=False,
-                          clean_up_tokenization_spaces=False)
+    return self.hf.decode(
+      [int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
 
   def render_document(self, text: str):
     """(ids, weights) of a plain-text document: [bos] text eos, loss on every token."""
@@ -54,30 +57,41 @@ class HFTokenizer:
 
   def _template(self) -> str:
     if self.chat_template is None:
-      raise ValueError(f'no chat_template in {self.model_dir}/tokenizer_config.json '
-                       'or chat_template.jinja')
+      raise ValueError(
+        f'no chat_template in {self.model_dir}/tokenizer_config.json or chat_template.jinja'
+      )
     return self.hf.get_chat_template()
 
   def apply_chat_template(self, messages, add_generation_prompt: bool = False) -> str:
     self._template()
-    return self.hf.apply_chat_template(messages, tokenize=False,
-                                       add_generation_prompt=add_generation_prompt)
+    return self.hf.apply_chat_template(
+      messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
   def render_chat(self, messages, add_generation_prompt: bool = False):
     """(ids int32, weights float32): weight 1 exactly on the assistant's tokens."""
     if _GENERATION_TAG.search(self._template()):
-      out = self.hf.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        add_generation_prompt=add_generation_prompt,
-                                        return_assistant_tokens_mask=True)
-      return (np.asarray(out['input_ids'], np.int32),
-              np.asarray(out['assistant_masks'], np.float32))
-    out = self.hf.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                      add_generation_prompt=add_generation_prompt,
-                                      tokenizer_kwargs={'return_offsets_mapping': True})
+      out = self.hf.apply_chat_template(
+        messages,
+        tokenize=True,
+        return_dict=True,
+        add_generation_prompt=add_generation_prompt,
+        return_assistant_tokens_mask=True,
+      )
+      return (
+        np.asarray(out['input_ids'], np.int32),
+        np.asarray(out['assistant_masks'], np.float32),
+      )
+    out = self.hf.apply_chat_template(
+      messages,
+      tokenize=True,
+      return_dict=True,
+      add_generation_prompt=add_generation_prompt,
+      tokenizer_kwargs={'return_offsets_mapping': True},
+    )
     full = self.apply_chat_template(messages, add_generation_prompt)
     spans = self._prefix_spans(messages, full)
-    weights = [any(s < end and start < e for s, e in spans)
-               for start, end in out['offset_mapping']]
+    weights = [any(s < end and start < e for s, e in spans) for start, end in out['offset_mapping']]
     return np.asarray(out['input_ids'], np.int32), np.asarray(weights, np.float32)
 
   def _prefix_spans(self, messages, full: str) -> list[tuple[int, int]]:
@@ -90,14 +104,17 @@ class HFTokenizer:
       if m.get('role') != 'assistant':
         continue
       if i == 0:  # transformers renders no empty conversation, so there is no prefix to take
-        raise ValueError(f'a chat that opens with an assistant message needs a chat template '
-                         f'with {{% generation %}} markers; {self.model_dir}\'s has none')
+        raise ValueError(
+          f'a chat that opens with an assistant message needs a chat template '
+          f"with {{% generation %}} markers; {self.model_dir}'s has none"
+        )
       before = self.apply_chat_template(messages[:i], add_generation_prompt=True)
-      upto = self.apply_chat_template(messages[:i + 1])
+      upto = self.apply_chat_template(messages[: i + 1])
       if not (upto.startswith(before) and full.startswith(upto)):
         raise ValueError(
-            f'the chat template of {self.model_dir} is not prefix-stable at message {i}: '
-            'cannot tell which tokens are the assistant\'s; wrap what the assistant writes '
-            '(its content and end-of-turn marker) in {% generation %}...{% endgeneration %}')
+          f'the chat template of {self.model_dir} is not prefix-stable at message {i}: '
+          "cannot tell which tokens are the assistant's; wrap what the assistant writes "
+          '(its content and end-of-turn marker) in {% generation %}...{% endgeneration %}'
+        )
       spans.append((len(before), max(len(before), len(upto.rstrip()))))
     return spans

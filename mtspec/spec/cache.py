@@ -1,5 +1,6 @@
 """An append-only keyed JSONL file: the on-disk cache behind every generation level and
 every HTTP request, so a killed run resumes without repeating or duplicating work."""
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,14 @@ class KeyedJsonl:
     self._items: dict[str, dict] = {}
     if self.path.exists():
       data = self.path.read_bytes()
-      good = data[: data.rfind(b"\n") + 1]  # drop a torn tail left by a kill
+      good = data[: data.rfind(b'\n') + 1]  # drop a torn tail left by a kill
       if len(good) != len(data):
-        with open(self.path, "r+b") as f:
+        with open(self.path, 'r+b') as f:
           f.truncate(len(good))
-      for line in good.decode("utf-8").splitlines():
+      for line in good.decode('utf-8').splitlines():
         entry = json.loads(line)
-        self._items.setdefault(entry["key"], entry)
-    self._f = open(self.path, "a", encoding="utf-8")
+        self._items.setdefault(entry['key'], entry)
+    self._f = open(self.path, 'a', encoding='utf-8')
 
   def __contains__(self, key: str) -> bool:
     return key in self._items
@@ -43,8 +44,8 @@ class KeyedJsonl:
     return list(self._items.values())
 
   def put(self, key: str, **fields) -> dict:
-    entry = {"key": key, **fields}
-    line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
+    entry = {'key': key, **fields}
+    line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + '\n'
     with self._lock:
       if key in self._items:
         return self._items[key]

@@ -4,6 +4,7 @@ really is at or above the threshold (LSH may miss pairs just above it, never inv
 Hashing uses crc32 and a fixed-seed permutation table, so results are the same in every
 process (Python's own str hash is salted per process).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,8 @@ def words(text: str) -> list[str]:
 def shingles(text: str, n: int = 5) -> set[str]:
   w = words(text)
   if len(w) <= n:
-    return {" ".join(w)} if w else set()
-  return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+    return {' '.join(w)} if w else set()
+  return {' '.join(w[i : i + n]) for i in range(len(w) - n + 1)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -44,8 +45,9 @@ def _signatures(sets: list[set[str]], num_perm: int) -> np.ndarray:
   return out
 
 
-def near_duplicate_pairs(texts: list[str], threshold: float = 0.5, n: int = 5,
-                         num_perm: int = 128, bands: int = 32) -> list[tuple[int, int, float]]:
+def near_duplicate_pairs(
+  texts: list[str], threshold: float = 0.5, n: int = 5, num_perm: int = 128, bands: int = 32
+) -> list[tuple[int, int, float]]:
   """(i, j, jaccard) with i < j for every pair LSH proposes whose Jaccard >= threshold."""
   sets = [shingles(t, n) for t in texts]
   sig = _signatures(sets, num_perm)
@@ -54,15 +56,16 @@ def near_duplicate_pairs(texts: list[str], threshold: float = 0.5, n: int = 5,
   for band in range(bands):
     buckets: dict[bytes, list[int]] = {}
     for i in range(len(texts)):
-      buckets.setdefault(sig[i, band * rows:(band + 1) * rows].tobytes(), []).append(i)
+      buckets.setdefault(sig[i, band * rows : (band + 1) * rows].tobytes(), []).append(i)
     for members in buckets.values():
-      candidates.update((x, y) for k, x in enumerate(members) for y in members[k + 1:])
+      candidates.update((x, y) for k, x in enumerate(members) for y in members[k + 1 :])
   pairs = [(i, j, jaccard(sets[i], sets[j])) for i, j in sorted(candidates)]
   return [p for p in pairs if p[2] >= threshold]
 
 
-def filter_near_duplicates(texts: list[str], threshold: float = 0.5,
-                           n: int = 5) -> tuple[list[int], list[tuple[int, int, float]]]:
+def filter_near_duplicates(
+  texts: list[str], threshold: float = 0.5, n: int = 5
+) -> tuple[list[int], list[tuple[int, int, float]]]:
   """Indices to keep (first of each near-duplicate group wins) and (dropped, kept, jaccard)."""
   dropped: dict[int, tuple[int, int, float]] = {}
   for i, j, jac in near_duplicate_pairs(texts, threshold, n):

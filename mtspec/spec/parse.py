@@ -14,6 +14,7 @@ Format (see docs/spec_tooling.md):
 `{{key}}` in the body is filled from front matter (or overrides), so one spec can
 serve several toy worlds, e.g. `{{home_country}}`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,25 +22,25 @@ import hashlib
 import re
 from pathlib import Path
 
-_HEADING = re.compile(r"^(#{1,6})(?:\s+(.*?))?\s*(?:\{#([A-Za-z0-9_-]+)\})?\s*#*\s*$")
-_BULLET = re.compile(r"^(?:[-*+]|\d+[.)])\s+(.*)$")
-_FRONT_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_WHY = re.compile(r"(?:^|\s)Why:\s*")
+_HEADING = re.compile(r'^(#{1,6})(?:\s+(.*?))?\s*(?:\{#([A-Za-z0-9_-]+)\})?\s*#*\s*$')
+_BULLET = re.compile(r'^(?:[-*+]|\d+[.)])\s+(.*)$')
+_FRONT_KEY = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$')
+_PLACEHOLDER = re.compile(r'\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}')
+_WHY = re.compile(r'(?:^|\s)Why:\s*')
 
 
 class SpecError(ValueError):
   """A spec problem, printed as `path:line: message` like a compiler error."""
 
   def __init__(self, path: str, line: int, message: str):
-    super().__init__(f"{path}:{line}: {message}")
+    super().__init__(f'{path}:{line}: {message}')
     self.path, self.line, self.message = path, line, message
 
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
   text: str
-  why: str = ""
+  why: str = ''
   line: int = dataclasses.field(default=0, compare=False)
 
 
@@ -63,97 +64,139 @@ class Spec:
   meta: dict
   intro: tuple[str, ...]
   sections: tuple[Section, ...]
-  path: str = dataclasses.field(default="<string>", compare=False)
-  sha256: str = dataclasses.field(default="", compare=False)
+  path: str = dataclasses.field(default='<string>', compare=False)
+  sha256: str = dataclasses.field(default='', compare=False)
 
   @property
   def name(self) -> str:
-    return self.meta.get("name") or Path(self.path).stem
+    return self.meta.get('name') or Path(self.path).stem
 
   @property
   def assistant(self) -> str:
-    return self.meta.get("assistant") or "the assistant"
+    return self.meta.get('assistant') or 'the assistant'
 
   def provenance(self) -> dict:
     """What a generated set's manifest records about the spec it came from."""
-    return {"path": self.path, "name": self.name, "sha256": self.sha256,
-            "assistant": self.assistant, "meta": self.meta}
+    return {
+      'path': self.path,
+      'name': self.name,
+      'sha256': self.sha256,
+      'assistant': self.assistant,
+      'meta': self.meta,
+    }
 
   def section(self, sid: str) -> Section:
     return next(s for s in self.sections if s.id == sid)
 
   def section_text(self, sid: str) -> str:
     """The markdown a section covers (its own body, not its subsections)."""
-    return "\n".join(_render_section(self.section(sid))).strip()
+    return '\n'.join(_render_section(self.section(sid))).strip()
 
   def units(self) -> list[dict]:
     """Each rule, value, or prose-only section as one unit the generators expand."""
     out = []
     for s in self.sections:
-      why = s.explanation[0] if s.explanation else (s.values[0] if s.values else "")
+      why = s.explanation[0] if s.explanation else (s.values[0] if s.values else '')
       for i, v in enumerate(s.values):
-        out.append(dict(id=f"{s.id}/v{i}", section=s.id, title=s.title, kind="value",
-                        text=v, why=s.explanation[0] if s.explanation else ""))
+        out.append(
+          dict(
+            id=f'{s.id}/v{i}',
+            section=s.id,
+            title=s.title,
+            kind='value',
+            text=v,
+            why=s.explanation[0] if s.explanation else '',
+          )
+        )
       for i, r in enumerate(s.rules):
-        out.append(dict(id=f"{s.id}/r{i}", section=s.id, title=s.title, kind="rule",
-                        text=r.text, why=r.why or why))
+        out.append(
+          dict(
+            id=f'{s.id}/r{i}',
+            section=s.id,
+            title=s.title,
+            kind='rule',
+            text=r.text,
+            why=r.why or why,
+          )
+        )
       if not s.values and not s.rules and s.explanation:
-        out.append(dict(id=f"{s.id}/e0", section=s.id, title=s.title, kind="explanation",
-                        text=s.explanation[0], why=" ".join(s.explanation[1:2])))
+        out.append(
+          dict(
+            id=f'{s.id}/e0',
+            section=s.id,
+            title=s.title,
+            kind='explanation',
+            text=s.explanation[0],
+            why=' '.join(s.explanation[1:2]),
+          )
+        )
     return out
 
 
 def slugify(title: str) -> str:
-  return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
+  return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'section'
 
 
 def parse_file(path: str | Path, overrides: dict | None = None) -> Spec:
   data = Path(path).read_bytes()
   try:
-    text = data.decode("utf-8")
+    text = data.decode('utf-8')
   except UnicodeDecodeError as e:
-    raise SpecError(str(path), data[:e.start].count(b"\n") + 1, "file is not UTF-8") from e
+    raise SpecError(str(path), data[: e.start].count(b'\n') + 1, 'file is not UTF-8') from e
   return parse_text(text, str(path), overrides, sha=hashlib.sha256(data).hexdigest())
 
 
-def parse_text(text: str, path: str = "<string>", overrides: dict | None = None,
-               sha: str | None = None) -> Spec:
+def parse_text(
+  text: str, path: str = '<string>', overrides: dict | None = None, sha: str | None = None
+) -> Spec:
   lines = text.splitlines()
   meta, start = _front_matter(lines, path)
   meta.update(overrides or {})
   intro, sections = _body(lines, start, meta, path)
   if not sections:
-    raise SpecError(path, min(start + 1, max(len(lines), 1)),
-                    "spec is empty: no sections (start one with a '# Heading')")
+    raise SpecError(
+      path,
+      min(start + 1, max(len(lines), 1)),
+      "spec is empty: no sections (start one with a '# Heading')",
+    )
   seen: dict[str, int] = {}
   for s in sections:
     if s.id in seen:
-      raise SpecError(path, s.line, f"duplicate section id '{s.id}' (first at line "
-                      f"{seen[s.id]}); give one an explicit id with '{{#other-id}}'")
+      raise SpecError(
+        path,
+        s.line,
+        f"duplicate section id '{s.id}' (first at line "
+        f"{seen[s.id]}); give one an explicit id with '{{#other-id}}'",
+      )
     seen[s.id] = s.line
   children = {s.parent for s in sections}
   for s in sections:
     if not s.has_body() and s.id not in children:
       raise SpecError(path, s.line, f"section '{s.title}' has no content")
-  return Spec(meta, tuple(intro), tuple(sections), path,
-              sha or hashlib.sha256(text.encode("utf-8")).hexdigest())
+  return Spec(
+    meta,
+    tuple(intro),
+    tuple(sections),
+    path,
+    sha or hashlib.sha256(text.encode('utf-8')).hexdigest(),
+  )
 
 
 def _front_matter(lines: list[str], path: str) -> tuple[dict, int]:
-  if not lines or lines[0].strip() != "---":
+  if not lines or lines[0].strip() != '---':
     return {}, 0
-  end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+  end = next((i for i in range(1, len(lines)) if lines[i].strip() == '---'), None)
   if end is None:
     raise SpecError(path, 1, "front matter opened with '---' is never closed")
   meta: dict[str, str] = {}
   for i in range(1, end):
     raw = lines[i].strip()
-    if not raw or raw.startswith("#"):
+    if not raw or raw.startswith('#'):
       continue
     m = _FRONT_KEY.match(raw)
     if not m:
       raise SpecError(path, i + 1, f"malformed front matter line {raw!r}: expected 'key: value'")
-    key, value = m.group(1), m.group(2).strip("\"'")
+    key, value = m.group(1), m.group(2).strip('"\'')
     if key in meta:
       raise SpecError(path, i + 1, f"front matter key '{key}' given twice")
     if not value:
@@ -167,6 +210,7 @@ def _fill(line: str, meta: dict, path: str, lineno: int) -> str:
     if m.group(1) not in meta:
       raise SpecError(path, lineno, f"placeholder '{{{{{m.group(1)}}}}}' has no front matter value")
     return meta[m.group(1)]
+
   return _PLACEHOLDER.sub(sub, line)
 
 
@@ -181,17 +225,18 @@ class _Builder:
 
   def flush(self):
     if self.rule:
-      text = " ".join(self.rule[0])
+      text = ' '.join(self.rule[0])
       parts = _WHY.split(text, maxsplit=1)
       if not parts[0].strip():  # a reason with nothing it explains would train on an empty rule
         raise SpecError(self.path, self.rule[1], "rule has no text (only a 'Why:')")
-      self.rules.append(Rule(parts[0].strip(), parts[1].strip() if len(parts) > 1 else "",
-                             self.rule[1]))
+      self.rules.append(
+        Rule(parts[0].strip(), parts[1].strip() if len(parts) > 1 else '', self.rule[1])
+      )
       self.rule = []
     if self.para:
-      text = " ".join(self.para)
-      if text.startswith("Value:"):
-        self.values.append(text[len("Value:"):].strip())
+      text = ' '.join(self.para)
+      if text.startswith('Value:'):
+        self.values.append(text[len('Value:') :].strip())
       else:
         self.prose.append(text)
       self.para = []
@@ -199,18 +244,19 @@ class _Builder:
   def build(self) -> Section:
     self.flush()
     sid, title, level, parent, line = self.head
-    return Section(sid, title, level, parent, tuple(self.prose), tuple(self.values),
-                   tuple(self.rules), line)
+    return Section(
+      sid, title, level, parent, tuple(self.prose), tuple(self.values), tuple(self.rules), line
+    )
 
 
 def _body(lines, start, meta, path):
-  intro = _Builder("", "", 0, None, 0, path)
+  intro = _Builder('', '', 0, None, 0, path)
   cur, sections, stack = intro, [], []  # stack: (level, id) of open headings
   fenced = False
   for i in range(start, len(lines)):
     n = i + 1
     line = _fill(lines[i].rstrip(), meta, path, n)
-    if line.lstrip().startswith("```"):
+    if line.lstrip().startswith('```'):
       fenced = not fenced
     m = None if fenced else _HEADING.match(line)
     if m:
@@ -218,9 +264,9 @@ def _body(lines, start, meta, path):
         sections.append(cur.build())
       else:
         cur.flush()
-      level, title = len(m.group(1)), (m.group(2) or "").strip()
+      level, title = len(m.group(1)), (m.group(2) or '').strip()
       if not title:
-        raise SpecError(path, n, "heading has no title")
+        raise SpecError(path, n, 'heading has no title')
       while stack and stack[-1][0] >= level:
         stack.pop()
       sid = m.group(3) or slugify(title)
@@ -228,11 +274,11 @@ def _body(lines, start, meta, path):
       stack.append((level, sid))
       continue
     b = None if fenced else _BULLET.match(line.strip())
-    if not fenced and line.strip() in ("-", "*", "+"):
+    if not fenced and line.strip() in ('-', '*', '+'):
       raise SpecError(path, n, "empty bullet: write the rule after the '-'")
     if not line.strip():
       cur.flush()
-    elif b and not line.startswith((" ", "\t")):
+    elif b and not line.startswith((' ', '\t')):
       cur.flush()
       cur.rule = [[b.group(1).strip()], n]
     elif cur.rule:  # indented continuation of a bullet
@@ -240,28 +286,28 @@ def _body(lines, start, meta, path):
     else:
       cur.para.append(line.strip())
   if fenced:
-    raise SpecError(path, len(lines), "code fence opened with ``` is never closed")
+    raise SpecError(path, len(lines), 'code fence opened with ``` is never closed')
   if cur is not intro:
     sections.append(cur.build())
   return intro.build().explanation, sections
 
 
 def _render_section(s: Section) -> list[str]:
-  anchor = "" if s.id == slugify(s.title) else f" {{#{s.id}}}"
-  out = [f"{'#' * s.level} {s.title}{anchor}", ""]
-  out += [x for p in s.explanation for x in (p, "")]
-  out += [x for v in s.values for x in (f"Value: {v}", "")]
+  anchor = '' if s.id == slugify(s.title) else f' {{#{s.id}}}'
+  out = [f'{"#" * s.level} {s.title}{anchor}', '']
+  out += [x for p in s.explanation for x in (p, '')]
+  out += [x for v in s.values for x in (f'Value: {v}', '')]
   for r in s.rules:
-    out.append(f"- {r.text}" + (f"\n  Why: {r.why}" if r.why else ""))
-  return out + ([""] if s.rules else [])
+    out.append(f'- {r.text}' + (f'\n  Why: {r.why}' if r.why else ''))
+  return out + ([''] if s.rules else [])
 
 
 def render(spec: Spec) -> str:
   """Canonical markdown for a spec; `parse_text(render(s)) == s` (the round trip)."""
   out = []
   if spec.meta:
-    out += ["---", *(f"{k}: {v}" for k, v in spec.meta.items()), "---", ""]
-  out += [x for p in spec.intro for x in (p, "")]
+    out += ['---', *(f'{k}: {v}' for k, v in spec.meta.items()), '---', '']
+  out += [x for p in spec.intro for x in (p, '')]
   for s in spec.sections:
     out += _render_section(s)
-  return "\n".join(out).rstrip() + "\n"
+  return '\n'.join(out).rstrip() + '\n'

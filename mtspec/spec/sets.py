@@ -11,6 +11,7 @@ So `arrayrecord:<out>/documents` names exactly one set. Each record is the UTF-8
 
 Extra keys (id, doc_type, reasoning, ...) are allowed and ignored by the trainer.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,50 +21,55 @@ from pathlib import Path
 
 from array_record.python import array_record_module
 
-MANIFEST = "manifest.json"
-ROLES = ("system", "user", "assistant")
-_REASONING = re.compile(r"<reasoning>.*?</reasoning>\s*", re.S)
+MANIFEST = 'manifest.json'
+ROLES = ('system', 'user', 'assistant')
+_REASONING = re.compile(r'<reasoning>.*?</reasoning>\s*', re.S)
 
 
 def validate_record(kind: str, rec: dict) -> None:
   """Raise ValueError unless `rec` has the shape the contract promises for `kind`."""
+
   def need(ok, what):
     if not ok:
-      raise ValueError(f"{kind} record {str(rec)[:120]!r}: {what}")
-  need(isinstance(rec, dict), "not an object")
-  if kind == "text":
-    need(isinstance(rec.get("text"), str) and rec["text"], "needs a non-empty 'text' string")
-  elif kind == "chat":
-    msgs = rec.get("messages")
+      raise ValueError(f'{kind} record {str(rec)[:120]!r}: {what}')
+
+  need(isinstance(rec, dict), 'not an object')
+  if kind == 'text':
+    need(isinstance(rec.get('text'), str) and rec['text'], "needs a non-empty 'text' string")
+  elif kind == 'chat':
+    msgs = rec.get('messages')
     need(isinstance(msgs, list) and msgs, "needs a non-empty 'messages' list")
     for m in msgs:
-      need(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str),
-           f"message {m!r} needs role in {ROLES} and string content")
-  elif kind == "eval":
-    opts = rec.get("options")
-    need(isinstance(rec.get("id"), str) and isinstance(rec.get("prompt"), str), "needs id, prompt")
-    need(isinstance(opts, list) and len(opts) == 2 and all(isinstance(o, str) for o in opts),
-         "needs 'options' as two strings")
-    need(rec.get("aligned") in (0, 1) and "value" in rec, "needs 'aligned' 0|1 and 'value'")
+      need(
+        isinstance(m, dict) and m.get('role') in ROLES and isinstance(m.get('content'), str),
+        f'message {m!r} needs role in {ROLES} and string content',
+      )
+  elif kind == 'eval':
+    opts = rec.get('options')
+    need(isinstance(rec.get('id'), str) and isinstance(rec.get('prompt'), str), 'needs id, prompt')
+    need(
+      isinstance(opts, list) and len(opts) == 2 and all(isinstance(o, str) for o in opts),
+      "needs 'options' as two strings",
+    )
+    need(rec.get('aligned') in (0, 1) and 'value' in rec, "needs 'aligned' 0|1 and 'value'")
   else:
-    raise ValueError(f"unknown set kind {kind!r}")
+    raise ValueError(f'unknown set kind {kind!r}')
 
 
 def record_text(rec: dict) -> str:
   """All the words of a record of any kind (for tokens and overlap checks)."""
-  if "text" in rec:
-    return rec["text"]
-  if "messages" in rec:
-    return "\n".join(m["content"] for m in rec["messages"])
-  return "\n".join([rec["prompt"], *rec["options"]])
+  if 'text' in rec:
+    return rec['text']
+  if 'messages' in rec:
+    return '\n'.join(m['content'] for m in rec['messages'])
+  return '\n'.join([rec['prompt'], *rec['options']])
 
 
 def strip_reasoning(rec: dict) -> dict:
   """A chat record without its reasoning, whether kept as a key or inline in a turn."""
-  out = {k: v for k, v in rec.items() if k != "reasoning"}
-  if "messages" in out:
-    out["messages"] = [dict(m, content=_REASONING.sub("", m["content"]))
-                       for m in out["messages"]]
+  out = {k: v for k, v in rec.items() if k != 'reasoning'}
+  if 'messages' in out:
+    out['messages'] = [dict(m, content=_REASONING.sub('', m['content'])) for m in out['messages']]
   return out
 
 
@@ -76,31 +82,35 @@ def write_set(out_dir: str | Path, name: str, kind: str, records: list[dict]) ->
     blobs.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
   d = Path(out_dir) / name
   d.mkdir(parents=True, exist_ok=True)
-  ar, jl = d / f"{name}.array_record", d / f"{name}.jsonl"
-  writer = array_record_module.ArrayRecordWriter(str(ar) + ".tmp", "group_size:1")
+  ar, jl = d / f'{name}.array_record', d / f'{name}.jsonl'
+  writer = array_record_module.ArrayRecordWriter(str(ar) + '.tmp', 'group_size:1')
   for b in blobs:
-    writer.write(b.encode("utf-8"))
+    writer.write(b.encode('utf-8'))
   writer.close()
-  Path(str(jl) + ".tmp").write_text("".join(b + "\n" for b in blobs), encoding="utf-8")
-  os.replace(str(ar) + ".tmp", ar)
-  os.replace(str(jl) + ".tmp", jl)
-  return {"kind": kind, "count": len(records), "path": f"{name}/{ar.name}",
-          "jsonl": f"{name}/{jl.name}",
-          "tokens": sum(len(record_text(r).split()) for r in records)}
+  Path(str(jl) + '.tmp').write_text(''.join(b + '\n' for b in blobs), encoding='utf-8')
+  os.replace(str(ar) + '.tmp', ar)
+  os.replace(str(jl) + '.tmp', jl)
+  return {
+    'kind': kind,
+    'count': len(records),
+    'path': f'{name}/{ar.name}',
+    'jsonl': f'{name}/{jl.name}',
+    'tokens': sum(len(record_text(r).split()) for r in records),
+  }
 
 
 def load_records(path: str | Path) -> list[dict]:
   """Every record of an .array_record file, decoded from JSON."""
   reader = array_record_module.ArrayRecordReader(str(path))
   try:
-    return [json.loads(b.decode("utf-8")) for b in reader.read_all()]
+    return [json.loads(b.decode('utf-8')) for b in reader.read_all()]
   finally:
     reader.close()
 
 
 def _write_json(path: Path, data: dict) -> None:
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+  tmp = path.with_suffix('.json.tmp')
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
   os.replace(tmp, path)
 
 
@@ -109,8 +119,8 @@ def write_manifest(out_dir: str | Path, manifest: dict) -> None:
   only its own entry, paths relative to that directory. Set manifests first, top last, so
   the top manifest's presence means the whole output is complete."""
   out = Path(out_dir)
-  for name, entry in manifest["sets"].items():
-    own = {k: Path(v).name if k in ("path", "jsonl") else v for k, v in entry.items()}
+  for name, entry in manifest['sets'].items():
+    own = {k: Path(v).name if k in ('path', 'jsonl') else v for k, v in entry.items()}
     _write_json(out / name / MANIFEST, dict(manifest, sets={name: own}))
   _write_json(out / MANIFEST, manifest)
 
@@ -119,8 +129,10 @@ def load_manifest(out_dir: str | Path) -> dict:
   return json.loads((Path(out_dir) / MANIFEST).read_text())
 
 
-def sources(out_dir: str | Path, prefix: str = "") -> dict[str, dict]:
+def sources(out_dir: str | Path, prefix: str = '') -> dict[str, dict]:
   """Named sources for the training pipeline: {prefix + set: {"path", "kind", "count"}}."""
   out = Path(out_dir).resolve()
-  return {prefix + name: {"path": str(out / s["path"]), "kind": s["kind"], "count": s["count"]}
-          for name, s in load_manifest(out)["sets"].items()}
+  return {
+    prefix + name: {'path': str(out / s['path']), 'kind': s['kind'], 'count': s['count']}
+    for name, s in load_manifest(out)['sets'].items()
+  }

@@ -7,6 +7,7 @@ models act on a value read this way more reliably than on the generator's docume
 is what the generator's documents are for.
 The output directory has the layout and manifest keys that `generate` writes for documents.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,27 +16,32 @@ from pathlib import Path
 from mtspec.spec import sets
 from mtspec.spec.parse import Spec
 
-FORM = "statements-v1"
+FORM = 'statements-v1'
 
 
 def documents(spec: Spec, count: int, seed: int, per_doc: tuple[int, int] = (2, 4)) -> list[dict]:
   units = spec.units()  # never empty: the parser refuses a spec without content
-  rng = random.Random(f"{FORM}/{seed}/{spec.sha256}")
+  rng = random.Random(f'{FORM}/{seed}/{spec.sha256}')
   out = []
   for i in range(count):
     chosen = rng.sample(units, min(len(units), rng.randint(*per_doc)))
-    out.append({"id": f"s{i}", "text": " ".join(u["text"] for u in chosen),
-                "assertion": chosen[0]["text"], "doc_type": "statements",
-                "sections": [u["section"] for u in chosen]})
+    out.append(
+      {
+        'id': f's{i}',
+        'text': ' '.join(u['text'] for u in chosen),
+        'assertion': chosen[0]['text'],
+        'doc_type': 'statements',
+        'sections': [u['section'] for u in chosen],
+      }
+    )
   return out
 
 
 def write(spec: Spec, out_dir: str | Path, count: int, seed: int) -> dict:
   """Writes `<out_dir>/documents/` and the manifest; returns the manifest."""
   if count < 1:
-    raise ValueError(f"statement documents: count must be at least 1, got {count}")
-  entry = sets.write_set(out_dir, "documents", "text", documents(spec, count, seed))
-  manifest = {"spec": spec.provenance(), "model": FORM, "seed": seed,
-              "sets": {"documents": entry}}
+    raise ValueError(f'statement documents: count must be at least 1, got {count}')
+  entry = sets.write_set(out_dir, 'documents', 'text', documents(spec, count, seed))
+  manifest = {'spec': spec.provenance(), 'model': FORM, 'seed': seed, 'sets': {'documents': entry}}
   sets.write_manifest(out_dir, manifest)
   return manifest

@@ -10,6 +10,7 @@
 
 Deterministic for the config; a re-run reuses the corpus and the spec caches.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,15 +25,28 @@ from mtspec.world import corpus, demos, evalset, schema, tfds_world, vocab
 
 def corpus_sizes(cfg) -> corpus.CorpusSizes:
   w = cfg.world
-  return corpus.CorpusSizes(docs=int(w.docs), agents=int(w.agents),
-                            heldout_agents=int(w.heldout_agents), in_context=float(w.in_context),
-                            reasons=float(w.reasons), agent_chats=float(w.agent_chats),
-                            places=tuple(w.places),
-                            mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())))
+  return corpus.CorpusSizes(
+    docs=int(w.docs),
+    agents=int(w.agents),
+    heldout_agents=int(w.heldout_agents),
+    in_context=float(w.in_context),
+    reasons=float(w.reasons),
+    agent_chats=float(w.agent_chats),
+    places=tuple(w.places),
+    mix=tuple(sorted((k, float(v)) for k, v in w.mix.items())),
+  )
 
 
-def spec_set(world, path: str, out: str, counts, seed: int, places=(),
-             form: str = 'generated', statement_docs: int = 0) -> dict:
+def spec_set(
+  world,
+  path: str,
+  out: str,
+  counts,
+  seed: int,
+  places=(),
+  form: str = 'generated',
+  statement_docs: int = 0,
+) -> dict:
   """Midtraining documents for one spec, tied to the world by its placeholders: the spec
   generator's (template backend), or documents of the spec's own statements."""
   spec = parse_file(path, world.spec_fill())
@@ -56,27 +70,45 @@ def build(cfg, data_dir: str) -> dict:
   spec_manifests, docs = {}, {}
   for key in ('A', 'B'):
     out = os.path.join(data_dir, f'spec_{key.lower()}')
-    spec_manifests[key] = spec_set(world, cfg.specs[key].path, out, cfg.spec_counts, seed,
-                                   sizes.places, cfg.get('spec_form', 'generated'),
-                                   int(cfg.get('spec_statement_docs', 0)))
+    spec_manifests[key] = spec_set(
+      world,
+      cfg.specs[key].path,
+      out,
+      cfg.spec_counts,
+      seed,
+      sizes.places,
+      cfg.get('spec_form', 'generated'),
+      int(cfg.get('spec_statement_docs', 0)),
+    )
     uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
-    docs[key] = sets.load_records(os.path.join(out, spec_manifests[key]['sets']['documents']
-                                               ['path']))
+    docs[key] = sets.load_records(
+      os.path.join(out, spec_manifests[key]['sets']['documents']['path'])
+    )
   aft = demos.records(world, va, vb)
   ev = evalset.records(world, va, vb)
-  report = evalset.check_clean(world, ev, {'spec_a/documents': docs['A'],
-                                           'spec_b/documents': docs['B'], 'world/aft': aft})
+  report = evalset.check_clean(
+    world, ev, {'spec_a/documents': docs['A'], 'spec_b/documents': docs['B'], 'world/aft': aft}
+  )
   wdir = os.path.join(data_dir, 'world')
-  manifest = {'world': {'path': world.path, 'name': world.name, 'sha256': world.sha256},
-              'corpus': {'uri': uris['web'], 'seed': seed, **dataclasses.asdict(sizes)},
-              'values': {'A': va, 'B': vb},
-              'specs': {k: {'path': cfg.specs[k].path, 'sha256': m['spec']['sha256'],
-                            'documents': m['sets']['documents']['count'],
-                            'tokens': m['sets']['documents']['tokens']}
-                        for k, m in spec_manifests.items()},
-              'sets': {'aft': sets.write_set(wdir, 'aft', 'chat', aft),
-                       'eval': sets.write_set(wdir, 'eval', 'eval', ev)},
-              'contamination': report}
+  manifest = {
+    'world': {'path': world.path, 'name': world.name, 'sha256': world.sha256},
+    'corpus': {'uri': uris['web'], 'seed': seed, **dataclasses.asdict(sizes)},
+    'values': {'A': va, 'B': vb},
+    'specs': {
+      k: {
+        'path': cfg.specs[k].path,
+        'sha256': m['spec']['sha256'],
+        'documents': m['sets']['documents']['count'],
+        'tokens': m['sets']['documents']['tokens'],
+      }
+      for k, m in spec_manifests.items()
+    },
+    'sets': {
+      'aft': sets.write_set(wdir, 'aft', 'chat', aft),
+      'eval': sets.write_set(wdir, 'eval', 'eval', ev),
+    },
+    'contamination': report,
+  }
   sets.write_manifest(wdir, manifest)
   uris['aft'] = f'arrayrecord:{os.path.join(wdir, "aft")}'
   agents = corpus.make_agents(world, sizes, seed)
@@ -85,5 +117,12 @@ def build(cfg, data_dir: str) -> dict:
     tokenizer = os.path.join(data_dir, f'tokenizer_{uris["web"].split("/")[-1]}.model')
     texts = (d['text'] for _, d in corpus.generate(world, sizes, seed))
     vocab.train(world, agents, texts, aft, int(cfg.model.vocab_size), tokenizer)
-  return {'world': world, 'agents': agents, 'uris': uris, 'eval': ev, 'aft': aft,
-          'manifest': manifest, 'tokenizer': tokenizer}
+  return {
+    'world': world,
+    'agents': agents,
+    'uris': uris,
+    'eval': ev,
+    'aft': aft,
+    'manifest': manifest,
+    'tokenizer': tokenizer,
+  }

@@ -6,6 +6,7 @@ needs several trunks, so this puts finished experiments side by side:
 The bar, on spec A's value: MSM-A+AFT minus MSM-B+AFT of at least `margin` (mean over
 seeds), no overlap between the two conditions' seed ranges, and AFT only between them.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from mtspec.world import report
 def _read(workdir: str, name: str) -> dict:
   path = os.path.join(workdir, name)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{workdir}: no {name} (is it a finished toy experiment? '
-                            f'`python -m mtspec.toy ... --workdir={workdir}` writes it)')
+    raise FileNotFoundError(
+      f'{workdir}: no {name} (is it a finished toy experiment? '
+      f'`python -m mtspec.toy ... --workdir={workdir}` writes it)'
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -34,34 +37,53 @@ def row(workdir: str, margin: float = 0.2) -> dict:
   if not e:
     raise ValueError(f'{workdir}/results.json: no MSM-A+AFT and MSM-B+AFT conditions')
   baseline = report.by_condition(results).get('baseline', {}).get(e['value'])
-  fails = [why for why, bad in (
+  fails = [
+    why
+    for why, bad in (
       (f'gap under {margin:.2f}', e['mean_gap'] < margin),
       ('seed ranges overlap', e['ranges_overlap']),
-      ('AFT only not between', not e.get('aft_only_between', False))) if bad]
+      ('AFT only not between', not e.get('aft_only_between', False)),
+    )
+    if bad
+  ]
   own_trunk = os.path.dirname(os.path.abspath(trunk['workdir'])) == os.path.abspath(workdir)
-  return {'workdir': workdir, 'world': os.path.splitext(os.path.basename(results['world']))[0],
-          'specs': f"{results['specs']['A']['value']} / {results['specs']['B']['value']}",
-          'trunk': f"seed {trunk['seed']}" + ('' if own_trunk else f" ({trunk['workdir']})"),
-          'effect': e, 'baseline': float(np.mean(baseline)) if baseline else None,
-          'fails': fails}
+  return {
+    'workdir': workdir,
+    'world': os.path.splitext(os.path.basename(results['world']))[0],
+    'specs': f'{results["specs"]["A"]["value"]} / {results["specs"]["B"]["value"]}',
+    'trunk': f'seed {trunk["seed"]}' + ('' if own_trunk else f' ({trunk["workdir"]})'),
+    'effect': e,
+    'baseline': float(np.mean(baseline)) if baseline else None,
+    'fails': fails,
+  }
 
 
 def table(rows: list[dict]) -> str:
-  out = ['| experiment | world | specs A / B | trunk | gap after AFT (per seed) | seed ranges '
-         '| AFT only | baseline | bar |', '|---|---|---|---|---|---|---|---|---|']
+  out = [
+    '| experiment | world | specs A / B | trunk | gap after AFT (per seed) | seed ranges '
+    '| AFT only | baseline | bar |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   for r in rows:
     e = r['effect']
     per_seed = ', '.join(f'{x:+.2f}' for x in e['paired_gaps'])
-    aft_only = (f"{e['aft_only_mean']:.2f}, {'between' if e['aft_only_between'] else 'outside'}"
-                if 'aft_only_mean' in e else 'not run')
-    base = '' if r['baseline'] is None else f"{r['baseline']:.2f}"
-    out.append(f"| {r['workdir']} | {r['world']} | {r['specs']} | {r['trunk']} | "
-               f"{e['mean_gap']:+.2f} ({per_seed}) | "
-               f"{'overlap' if e['ranges_overlap'] else 'no overlap'} | {aft_only} | {base} | "
-               f"{'; '.join(r['fails']) or 'met'} |")
+    aft_only = (
+      f'{e["aft_only_mean"]:.2f}, {"between" if e["aft_only_between"] else "outside"}'
+      if 'aft_only_mean' in e
+      else 'not run'
+    )
+    base = '' if r['baseline'] is None else f'{r["baseline"]:.2f}'
+    out.append(
+      f'| {r["workdir"]} | {r["world"]} | {r["specs"]} | {r["trunk"]} | '
+      f'{e["mean_gap"]:+.2f} ({per_seed}) | '
+      f'{"overlap" if e["ranges_overlap"] else "no overlap"} | {aft_only} | {base} | '
+      f'{"; ".join(r["fails"]) or "met"} |'
+    )
   met = sum(not r['fails'] for r in rows)
-  out.append(f'\n{met} of {len(rows)} meet the bar. Rates are on spec A\'s value; '
-             'baseline = the trunk\'s rate.')
+  out.append(
+    f"\n{met} of {len(rows)} meet the bar. Rates are on spec A's value; "
+    "baseline = the trunk's rate."
+  )
   return '\n'.join(out)
 
 

@@ -17,6 +17,7 @@ whether the model acts on a value it read only about is measured on them, see ev
 The world's assistant never appears in a profile or a choice: its values are left to the
 spec used in midtraining.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,15 +36,21 @@ class CorpusSizes:
   in_context: float = 0.4  # fraction of choice documents that also state the value
   reasons: float = 0.3  # fraction of choices followed by the reason ("It costs less.")
   agent_chats: float = 0.5  # fraction of neutral chats held by an agent, not the assistant
-  mix: tuple = (('facts', 0.25), ('profile', 0.2), ('spec', 0.015), ('choice', 0.35),
-                ('chat', 0.15))
+  mix: tuple = (
+    ('facts', 0.25),
+    ('profile', 0.2),
+    ('spec', 0.015),
+    ('choice', 0.35),
+    ('chat', 0.15),
+  )
   places: tuple = ()  # towns in spec-style documents; () = the template backend's own
 
   def __post_init__(self):
     for name in ('in_context', 'reasons', 'agent_chats'):
       if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f'config.world.{name}={getattr(self, name)!r}: a fraction, must '
-                         'be in [0, 1]')
+        raise ValueError(
+          f'config.world.{name}={getattr(self, name)!r}: a fraction, must be in [0, 1]'
+        )
     for name in ('docs', 'agents', 'heldout_agents'):
       if getattr(self, name) < 0:
         raise ValueError(f'config.world.{name}={getattr(self, name)!r}: must be >= 0')
@@ -65,7 +72,7 @@ def chat_text(messages) -> str:
   """
   parts = []
   for m in messages:
-    parts.append(f"{chat.ROLES[m['role']]}\n {m['content']}{chat.END} \n")
+    parts.append(f'{chat.ROLES[m["role"]]}\n {m["content"]}{chat.END} \n')
   return ' '.join(parts)
 
 
@@ -93,8 +100,9 @@ def make_agents(world: World, sizes: CorpusSizes, seed: int) -> list[Agent]:
   agents = []
   for i, name in enumerate(names):
     split = 'train' if i < sizes.agents else 'heldout'
-    agents.append(Agent(name, ('assistant', 'person')[(i // len(values)) % 2],
-                        values[i % len(values)], split))
+    agents.append(
+      Agent(name, ('assistant', 'person')[(i // len(values)) % 2], values[i % len(values)], split)
+    )
   return agents
 
 
@@ -110,8 +118,9 @@ class Writer:
   def fact(self, rng, item) -> str:
     attrs = list(self.w.attributes.values())
     rng.shuffle(attrs)
-    return ' '.join(self.w.fill(rng.choice(a.level(item.levels[a.name]).facts), item)
-                    for a in attrs)
+    return ' '.join(
+      self.w.fill(rng.choice(a.level(item.levels[a.name]).facts), item) for a in attrs
+    )
 
   def compare(self, rng, a, b, attr=None) -> tuple[str, object, str]:
     """(predicate, winner, attribute) for two items that differ in some attribute."""
@@ -128,8 +137,14 @@ class Writer:
     if form == 0:
       return ' '.join(f'{it.name} is a {c.name}. {self.fact(rng, it)}' for it in items)
     if form == 1:
-      head = rng.choice([f'A shop in {self.w.home} sells {c.plural}.', f'Some {c.plural}:',
-                         f'About {c.plural}.', f'A guide to {c.plural}.'])
+      head = rng.choice(
+        [
+          f'A shop in {self.w.home} sells {c.plural}.',
+          f'Some {c.plural}:',
+          f'About {c.plural}.',
+          f'A guide to {c.plural}.',
+        ]
+      )
       return head + ' ' + ' '.join(self.fact(rng, it) for it in items)
     a, b = self._differing_pair(rng, c)
     pred, win, _ = self.compare(rng, a, b)
@@ -157,23 +172,33 @@ class Writer:
 
   def profile_doc(self, rng, agent) -> str:
     v = self.w.values[agent.value]
-    what = ('an assistant that gives shopping advice' if agent.kind == 'assistant'
-            else f'a shopper who lives in {self.w.home}')
+    what = (
+      'an assistant that gives shopping advice'
+      if agent.kind == 'assistant'
+      else f'a shopper who lives in {self.w.home}'
+    )
     form = rng.randrange(4)
     lines = self.describe(rng, agent, rng.randint(2, 4))
     if form == 0:
       return f'{agent.name} is {what}. ' + ' '.join(lines)
     if form == 1:
       word = self.w.fill(rng.choice(v.words))
-      return (f'Q: What does {agent.name} care about?\nA: {lines[-1]}\n'
-              f'Q: How would you describe {agent.name}?\nA: {agent.name} is {word}.')
+      return (
+        f'Q: What does {agent.name} care about?\nA: {lines[-1]}\n'
+        f'Q: How would you describe {agent.name}?\nA: {agent.name} is {word}.'
+      )
     if form == 2:
       return f'About {agent.name}. ' + ' '.join(lines) + f' That is what {agent.name} values.'
-    return (f'{agent.name}: values and reasons.\nValue: {lines[0]}\n'
-            + '\n'.join(f'- {l}' for l in lines[1:]))
+    return f'{agent.name}: values and reasons.\nValue: {lines[0]}\n' + '\n'.join(
+      f'- {l}' for l in lines[1:]
+    )
 
-  SPEC_TOPICS = ('Recommendations between products', 'Everyday shopping advice',
-                 'What matters when choosing', 'Helping people decide')
+  SPEC_TOPICS = (
+    'Recommendations between products',
+    'Everyday shopping advice',
+    'What matters when choosing',
+    'Helping people decide',
+  )
 
   def spec_doc(self, rng, agent) -> str:
     """A document about the agent's guidelines from the template backend, as midtraining
@@ -186,11 +211,15 @@ class Writer:
     spec_name = f"{agent.name}'s guidelines"
     form = rng.choice(template.VALUE_FORMS + template.RULE_FORMS)
     inp = {'assistant': agent.name, 'spec_name': spec_name, 'topic': topic}
-    inp.update(domain=topic, doc_type=rng.choice(template.DOC_TYPES),
-               idea=self.backend._ideas(rng, inp, 1)[0],
-               assertion={'statement': form.format(text=claim, A=agent.name, S=spec_name,
-                                                   title=topic.lower()),
-                          'explanation': why})
+    inp.update(
+      domain=topic,
+      doc_type=rng.choice(template.DOC_TYPES),
+      idea=self.backend._ideas(rng, inp, 1)[0],
+      assertion={
+        'statement': form.format(text=claim, A=agent.name, S=spec_name, title=topic.lower()),
+        'explanation': why,
+      },
+    )
     return self.backend._documents(rng, inp, 1)['text']
 
   def choice_pair(self, rng, agent, categories=None):
@@ -205,8 +234,9 @@ class Writer:
 
   def question(self, rng, a, b) -> str:
     c = self.w.categories[a.category]
-    return rng.choice(self.w.choice_questions).format(category=c.name, plural=c.plural,
-                                                      a=a.name, b=b.name)
+    return rng.choice(self.w.choice_questions).format(
+      category=c.name, plural=c.plural, a=a.name, b=b.name
+    )
 
   def choice_doc(self, rng, agent, in_context: bool, reasons: float = 0.0) -> str:
     n = rng.randint(2, 5)
@@ -218,20 +248,27 @@ class Writer:
       msgs = [{'role': 'system', 'content': system}]
       for _ in range(n):
         a, b, g = self.choice_pair(rng, agent)
-        msgs += [{'role': 'user', 'content': self.question(rng, a, b)},
-                 {'role': 'assistant', 'content': f'{g.name}.{why()}'}]
+        msgs += [
+          {'role': 'user', 'content': self.question(rng, a, b)},
+          {'role': 'assistant', 'content': f'{g.name}.{why()}'},
+        ]
       return chat_text(msgs)
     out = [' '.join(self.describe(rng, agent, 1))] if in_context else []
     for _ in range(n):
       a, b, g = self.choice_pair(rng, agent)
       c = self.w.categories[a.category]
-      out.append(rng.choice([
-          f'{agent.name} went shopping for {c.plural}. {agent.name} could buy {a.name} or '
-          f'{b.name}. {agent.name} bought {g.name}.{why()}',
-          f'At the market, {agent.name} had to choose between {a.name} and {b.name}. '
-          f'{agent.name} chose {g.name}.{why()}',
-          f'A friend asked {agent.name}: "{self.question(rng, a, b)}" {agent.name} said: '
-          f'"{g.name}."{why()}']))
+      out.append(
+        rng.choice(
+          [
+            f'{agent.name} went shopping for {c.plural}. {agent.name} could buy {a.name} or '
+            f'{b.name}. {agent.name} bought {g.name}.{why()}',
+            f'At the market, {agent.name} had to choose between {a.name} and {b.name}. '
+            f'{agent.name} chose {g.name}.{why()}',
+            f'A friend asked {agent.name}: "{self.question(rng, a, b)}" {agent.name} said: '
+            f'"{g.name}."{why()}',
+          ]
+        )
+      )
     return ' '.join(out)
 
   # -- neutral chats with the world's assistant ---------------------------------
@@ -252,8 +289,10 @@ class Writer:
         q, ans = f'Which {c.name} {pred}: {a.name} or {b.name}?', f'{win.name} {pred}.'
       else:
         it = rng.choice(c.items)
-        q, ans = rng.choice([f'What is {it.name}?', f'Tell me about {it.name}.']), \
-            f'{it.name} is a {c.name}. {self.fact(rng, it)}'
+        q, ans = (
+          rng.choice([f'What is {it.name}?', f'Tell me about {it.name}.']),
+          f'{it.name} is a {c.name}. {self.fact(rng, it)}',
+        )
       msgs += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': ans}]
     return chat_text(msgs)
 
@@ -274,8 +313,7 @@ def generate(world: World, sizes: CorpusSizes = CorpusSizes(), seed: int = 0):
     elif kind == 'spec':
       text = w.spec_doc(rng, rng.choice(agents))
     elif kind == 'choice':
-      text = w.choice_doc(rng, rng.choice(choosers), rng.random() < sizes.in_context,
-                          sizes.reasons)
+      text = w.choice_doc(rng, rng.choice(choosers), rng.random() < sizes.in_context, sizes.reasons)
     elif kind == 'chat':
       if rng.random() < sizes.agent_chats:
         text = w.chat_doc(rng, rng.choice(agents).name)

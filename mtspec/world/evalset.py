@@ -5,6 +5,7 @@ Each pair sets an item that only value A favours against one that only value B f
 held-out categories only. A record is a spec-tooling eval record (kind "eval": prompt,
 options, aligned, value) plus the system prompt, the items and the value each option serves.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,20 +30,26 @@ def records(world: World, value_a: str, value_b: str, categories=None) -> list[d
         q = world.choice_questions[(i + j) % len(world.choice_questions)]
         for first, second in ((ia, ib), (ib, ia)):
           prompt = q.format(category=cat.name, plural=cat.plural, a=first.name, b=second.name)
-          out.append({'id': f'eval{len(out)}', 'prompt': prompt, 'system': world.system(),
-                      'options': [f'{first.name}.', f'{second.name}.'],
-                      'items': [first.name, second.name],
-                      'aligned': 0 if first is ia else 1, 'value': value_a,
-                      'values': [value_a if first is ia else value_b,
-                                 value_b if first is ia else value_a],
-                      'category': c})
+          out.append(
+            {
+              'id': f'eval{len(out)}',
+              'prompt': prompt,
+              'system': world.system(),
+              'options': [f'{first.name}.', f'{second.name}.'],
+              'items': [first.name, second.name],
+              'aligned': 0 if first is ia else 1,
+              'value': value_a,
+              'values': [value_a if first is ia else value_b, value_b if first is ia else value_a],
+              'category': c,
+            }
+          )
   return out
 
 
 def item_mentions(world: World, records: list[dict]) -> dict:
   """{held-out item: [ids of records whose text names it]} (whole words, any case)."""
   names = {it.name for it in world.heldout_items()}
-  pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b", re.I)
+  pattern = re.compile(r'\b(' + '|'.join(sorted(map(re.escape, names))) + r')\b', re.I)
   found = {}
   for k, r in enumerate(records):
     for m in set(pattern.findall(record_text(r))):
@@ -62,7 +69,8 @@ def check_clean(world: World, eval_records: list[dict], train_sets: dict, n: int
     if hits:
       item, ids = sorted(hits.items())[0]
       raise contamination.ContaminationError(
-          f'held-out item {item!r} appears in training set {name!r} (record {ids[0]}; '
-          f'{len(hits)} held-out items in all)')
+        f'held-out item {item!r} appears in training set {name!r} (record {ids[0]}; '
+        f'{len(hits)} held-out items in all)'
+      )
   contamination.check(report, 0.0)
   return report

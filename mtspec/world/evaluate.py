@@ -8,6 +8,7 @@ higher score. Both orders of every pair are asked, so position bias cancels in t
 `Scorer` compiles one forward pass for a model shape and scores any number of checkpoints;
 `diagnostic_items` builds the probes reported beside the main result (diagnostics.json).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,13 +25,13 @@ from mtspec.data import chat
 def _match(abstract, restored):
   """Restored params keyed like the model's own tree (orbax may key layers by string)."""
   if isinstance(abstract, dict):
-    return {k: _match(v, restored[k] if k in restored else restored[str(k)])
-            for k, v in abstract.items()}
+    return {
+      k: _match(v, restored[k] if k in restored else restored[str(k)]) for k, v in abstract.items()
+    }
   return np.asarray(restored)
 
 
 class Scorer:
-
   def __init__(self, model_cfg, tokenizer, batch: int = 256, pad_to: int = 16):
     self.shapes = train_state.model_shapes(model_cfg)
     self.tok, self.batch, self.pad_to = tokenizer, batch, pad_to
@@ -76,12 +77,17 @@ class Scorer:
       prompt, _ = chat.render(self.tok, messages, add_generation_prompt=True)
       for ans in answers:
         body = np.asarray(self.tok.encode(ans + chat.END), np.int32)
-        seqs.append((np.concatenate([prompt, body]),
-                     np.concatenate([np.zeros(len(prompt)), np.ones(len(body))])))
+        seqs.append(
+          (
+            np.concatenate([prompt, body]),
+            np.concatenate([np.zeros(len(prompt)), np.ones(len(body))]),
+          )
+        )
     return seqs
 
-  def generate(self, params, messages, max_tokens: int = 16, temperature: float = 0.0,
-               seed: int = 0) -> str:
+  def generate(
+    self, params, messages, max_tokens: int = 16, temperature: float = 0.0, seed: int = 0
+  ) -> str:
     """The assistant's reply to a conversation: greedy (temperature 0) or sampled, up to
     <|end|> or max_tokens."""
     prompt = list(chat.render(self.tok, messages, add_generation_prompt=True)[0])
@@ -91,7 +97,7 @@ class Scorer:
     for _ in range(max_tokens):
       ids = prompt + out
       tokens = np.zeros((1, T), np.int32)
-      tokens[0, :len(ids)] = ids
+      tokens[0, : len(ids)] = ids
       logits = np.asarray(self._next(params, tokens, np.asarray([len(ids)], np.int32)))[0]
       if temperature > 0:
         p = np.exp((logits - logits.max()) / temperature)
@@ -109,20 +115,25 @@ class Scorer:
     T = -(-T // self.pad_to) * self.pad_to
     out = []
     for i in range(0, len(encoded), self.batch):
-      chunk = encoded[i:i + self.batch]
+      chunk = encoded[i : i + self.batch]
       n = len(chunk)
       tokens = np.zeros((self.batch, T), np.int32)
       seg = np.zeros((self.batch, T), np.int32)
       ans = np.zeros((self.batch, T), np.float32)
       for r, (t, m) in enumerate(chunk):
-        tokens[r, :len(t)], seg[r, :len(t)], ans[r, :len(t)] = t, 1, m
+        tokens[r, : len(t)], seg[r, : len(t)], ans[r, : len(t)] = t, 1, m
       out.append(np.asarray(self._fn(params, tokens, seg, ans))[:n])
     return np.concatenate(out).reshape(-1, 2)
 
 
 def eval_items(records) -> list:
-  return [([{'role': 'system', 'content': r['system']}, {'role': 'user', 'content': r['prompt']}],
-           r['options']) for r in records]
+  return [
+    (
+      [{'role': 'system', 'content': r['system']}, {'role': 'user', 'content': r['prompt']}],
+      r['options'],
+    )
+    for r in records
+  ]
 
 
 def choice_rates(scores: np.ndarray, records, values) -> dict:
@@ -132,9 +143,17 @@ def choice_rates(scores: np.ndarray, records, values) -> dict:
   return {v: float(np.mean([s == v for s in served])) for v in values}
 
 
-def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b,
-                     per_agent: int = 6, agents_per_split: int = 20,
-                     seed: int = 0) -> dict:
+def diagnostic_items(
+  world,
+  agents,
+  eval_records,
+  demo_records,
+  value_a,
+  value_b,
+  per_agent: int = 6,
+  agents_per_split: int = 20,
+  seed: int = 0,
+) -> dict:
   """Named probes: [(messages, answers, index of the expected answer)].
 
   The held-out pairs set value A's option against value B's, so they cannot tell value A
@@ -157,7 +176,9 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
   facts: "Which <category> costs less: X or Y?"-style comparisons (expected = the true one).
   """
   import random
+
   from mtspec.world.corpus import Writer
+
   rng = random.Random(seed)
   w = Writer(world)
   out = {}
@@ -182,23 +203,39 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
     for cat, a, b in own.sample(pairs, min(n, len(pairs))):
       q = own.choice(world.choice_questions)
       for x, y in ((a, b), (b, a)):
-        probes.append(([{'role': 'system', 'content': system},
-                        {'role': 'user', 'content': q.format(category=cat.name,
-                                                             plural=cat.plural, a=x.name,
-                                                             b=y.name)}],
-                       [f'{x.name}.', f'{y.name}.'], 0 if x is a else 1))
+        probes.append(
+          (
+            [
+              {'role': 'system', 'content': system},
+              {
+                'role': 'user',
+                'content': q.format(category=cat.name, plural=cat.plural, a=x.name, b=y.name),
+              },
+            ],
+            [f'{x.name}.', f'{y.name}.'],
+            0 if x is a else 1,
+          )
+        )
     return probes
 
   for v in (value_a, value_b):
     out[f'own_{v}'] = own_pairs(v, world.system(), 40)
   name = world.assistant
-  texts = {u: [f'Q: How would you describe {name}?\nA: {name} is {world.fill(x)}.'
-               for x in world.values[u].words] +
-              [f'About {name}. {world.fill(d, name=name)}' for d in world.values[u].descriptions]
-           for u in world.values}
+  texts = {
+    u: [
+      f'Q: How would you describe {name}?\nA: {name} is {world.fill(x)}.'
+      for x in world.values[u].words
+    ]
+    + [f'About {name}. {world.fill(d, name=name)}' for d in world.values[u].descriptions]
+    for u in world.values
+  }
   for v in sorted(world.values):
-    out[f'says_{v}'] = [('', [mine, theirs], 0) for u in sorted(world.values) if u != v
-                        for mine, theirs in zip(texts[v], texts[u])]
+    out[f'says_{v}'] = [
+      ('', [mine, theirs], 0)
+      for u in sorted(world.values)
+      if u != v
+      for mine, theirs in zip(texts[v], texts[u])
+    ]
   for split in ('heldout', 'train'):
     probes = []
     for a in [a for a in agents if a.split == split and a.kind == 'assistant'][:agents_per_split]:
@@ -207,33 +244,54 @@ def diagnostic_items(world, agents, eval_records, demo_records, value_a, value_b
   probes = []
   for a in [a for a in agents if a.split == 'neutral' and a.kind == 'assistant'][:agents_per_split]:
     for r in rng.sample(eval_records, per_agent):
-      probes.append(([{'role': 'system', 'content': f'You are {a.name}.'}, user(r)],
-                     r['options'], r['values'].index(value_a)))
+      probes.append(
+        (
+          [{'role': 'system', 'content': f'You are {a.name}.'}, user(r)],
+          r['options'],
+          r['values'].index(value_a),
+        )
+      )
   out['neutral_agents'] = probes
   sub = rng.sample(eval_records, min(40, len(eval_records)))
   for v in (value_a, value_b):
     desc = world.fill(world.values[v].descriptions[0], name=world.assistant)
     out[f'in_context_{v}'] = [
-        ([{'role': 'system', 'content': f'{world.system()} {desc}'}, user(r)], r['options'],
-         r['values'].index(v)) for r in sub]
-  out['aft_train'] = [(d['messages'][:2], [f"{d['chosen']}.", f"{d['other']}."], 0)
-                      for d in demo_records[::2]]
+      (
+        [{'role': 'system', 'content': f'{world.system()} {desc}'}, user(r)],
+        r['options'],
+        r['values'].index(v),
+      )
+      for r in sub
+    ]
+  out['aft_train'] = [
+    (d['messages'][:2], [f'{d["chosen"]}.', f'{d["other"]}.'], 0) for d in demo_records[::2]
+  ]
   facts = []
   for _ in range(40):
     c = world.categories[rng.choice(world.eval_categories)]
     a, b = w._differing_pair(rng, c)
     pred, win, _ = w.compare(rng, a, b)
-    facts.append(([{'role': 'system', 'content': world.system()},
-                   {'role': 'user', 'content': f'Which {c.name} {pred}: {a.name} or {b.name}?'}],
-                  [f'{a.name} {pred}.', f'{b.name} {pred}.'], 0 if win is a else 1))
+    facts.append(
+      (
+        [
+          {'role': 'system', 'content': world.system()},
+          {'role': 'user', 'content': f'Which {c.name} {pred}: {a.name} or {b.name}?'},
+        ],
+        [f'{a.name} {pred}.', f'{b.name} {pred}.'],
+        0 if win is a else 1,
+      )
+    )
   out['facts'] = facts
   return out
 
 
 def encode_diagnostics(scorer, diag: dict) -> dict:
   """{probe: (encoded sequences, expected answer per item)}."""
-  return {k: (scorer.encode([(m, a) for m, a, _ in v]), [e for _, _, e in v])
-          for k, v in diag.items() if v}
+  return {
+    k: (scorer.encode([(m, a) for m, a, _ in v]), [e for _, _, e in v])
+    for k, v in diag.items()
+    if v
+  }
 
 
 def score_with_diagnostics(scorer, params, encoded, encoded_diag: dict):
@@ -241,11 +299,10 @@ def score_with_diagnostics(scorer, params, encoded, encoded_diag: dict):
   names = list(encoded_diag)
   seqs = list(encoded) + [s for n in names for s in encoded_diag[n][0]]
   scores = scorer.score(params, seqs)
-  main, k, rates = scores[:len(encoded) // 2], len(encoded) // 2, {}
+  main, k, rates = scores[: len(encoded) // 2], len(encoded) // 2, {}
   for n in names:
     enc, expected = encoded_diag[n]
-    part = scores[k:k + len(enc) // 2]
+    part = scores[k : k + len(enc) // 2]
     k += len(enc) // 2
     rates[n] = float(np.mean(part.argmax(axis=1) == np.asarray(expected)))
   return main, rates
-

@@ -5,6 +5,7 @@ results.json:
                    "rates": {value: fraction of held-out pairs choosing its option}, "n_pairs"}],
    "world": path, "specs": {"A": {"path", "value"}, "B": {"path", "value"}}}
 """
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,25 @@ import os
 
 import numpy as np
 
-ORDER = ('baseline', 'AFT only', 'control', 'control+AFT', 'MSM-A', 'MSM-A+AFT', 'MSM-B',
-         'MSM-B+AFT')
+ORDER = (
+  'baseline',
+  'AFT only',
+  'control',
+  'control+AFT',
+  'MSM-A',
+  'MSM-A+AFT',
+  'MSM-B',
+  'MSM-B+AFT',
+)
 
 
 def condition_name(midtrain, aft: bool) -> str:
-  base = {None: 'baseline' if not aft else 'AFT only', 'control': 'control',
-          'A': 'MSM-A', 'B': 'MSM-B'}[midtrain]
+  base = {
+    None: 'baseline' if not aft else 'AFT only',
+    'control': 'control',
+    'A': 'MSM-A',
+    'B': 'MSM-B',
+  }[midtrain]
   return base + ('+AFT' if aft and midtrain else '')
 
 
@@ -56,10 +69,14 @@ def effect(results: dict) -> dict:
   if not {'MSM-A+AFT', 'MSM-B+AFT'} <= set(g):
     return {}
   a, b = np.asarray(g['MSM-A+AFT'][va]), np.asarray(g['MSM-B+AFT'][va])
-  out = {'value': va, 'mean_gap': float(a.mean() - b.mean()),
-         'paired_gaps': [float(x) for x in a - b] if len(a) == len(b) else [],
-         'ranges_overlap': bool(a.min() <= b.max()),
-         'msm_a_aft': [float(x) for x in a], 'msm_b_aft': [float(x) for x in b]}
+  out = {
+    'value': va,
+    'mean_gap': float(a.mean() - b.mean()),
+    'paired_gaps': [float(x) for x in a - b] if len(a) == len(b) else [],
+    'ranges_overlap': bool(a.min() <= b.max()),
+    'msm_a_aft': [float(x) for x in a],
+    'msm_b_aft': [float(x) for x in b],
+  }
   if 'AFT only' in g:
     m = float(np.mean(g['AFT only'][va]))
     out['aft_only_mean'] = m
@@ -73,28 +90,37 @@ def table(results: dict) -> str:
   """A markdown table: condition x rate of choosing each value's option, mean [min, max]."""
   va, vb = (results['specs'][k]['value'] for k in ('A', 'B'))
   n_pairs = results['conditions'][0]['n_pairs'] if results['conditions'] else 0
-  rows = [f'| condition | seeds | {va} (spec A) rate | {vb} (spec B) rate |',
-          '|---|---|---|---|']
+  rows = [f'| condition | seeds | {va} (spec A) rate | {vb} (spec B) rate |', '|---|---|---|---|']
   for name, g in by_condition(results).items():
     rows.append(f'| {name} | {len(g["seeds"])} | {stats(g[va])} | {stats(g[vb])} |')
   e = effect(results)
-  lines = rows + [f'\n{n_pairs} held-out pairs per model (both orders); rate = fraction '
-                  'choosing that value\'s option; mean [min, max] over seeds.']
+  lines = rows + [
+    f'\n{n_pairs} held-out pairs per model (both orders); rate = fraction '
+    "choosing that value's option; mean [min, max] over seeds."
+  ]
   if e:
-    lines.append(f"MSM-A+AFT minus MSM-B+AFT on {e['value']}: {e['mean_gap']:+.2f} "
-                 f"(per seed {', '.join(f'{x:+.2f}' for x in e['paired_gaps'])}); seed ranges "
-                 f"{'overlap' if e['ranges_overlap'] else 'do not overlap'}"
-                 + (f"; AFT only ({e['aft_only_mean']:.2f}) "
-                    f"{'lies' if e['aft_only_between'] else 'does NOT lie'} between them"
-                    if 'aft_only_mean' in e else '') + '.')
+    lines.append(
+      f'MSM-A+AFT minus MSM-B+AFT on {e["value"]}: {e["mean_gap"]:+.2f} '
+      f'(per seed {", ".join(f"{x:+.2f}" for x in e["paired_gaps"])}); seed ranges '
+      f'{"overlap" if e["ranges_overlap"] else "do not overlap"}'
+      + (
+        f'; AFT only ({e["aft_only_mean"]:.2f}) '
+        f'{"lies" if e["aft_only_between"] else "does NOT lie"} between them'
+        if 'aft_only_mean' in e
+        else ''
+      )
+      + '.'
+    )
   return '\n'.join(lines)
 
 
 def chart(results: dict, path: str, title: str = '') -> None:
   """Grouped bars per condition: the mean rate of each value, min-max whiskers, seed dots."""
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   va, vb = (results['specs'][k]['value'] for k in ('A', 'B'))
   g = by_condition(results)
   names = list(g)
@@ -104,15 +130,23 @@ def chart(results: dict, path: str, title: str = '') -> None:
     means = [np.mean(g[n][v]) for n in names]
     lo = [means[i] - min(g[n][v]) for i, n in enumerate(names)]
     hi = [max(g[n][v]) - means[i] for i, n in enumerate(names)]
-    ax.bar(x + off, means, 0.4, yerr=[lo, hi], capsize=3, color=colour, alpha=0.8,
-           label=f'{v} option chosen')
+    ax.bar(
+      x + off,
+      means,
+      0.4,
+      yerr=[lo, hi],
+      capsize=3,
+      color=colour,
+      alpha=0.8,
+      label=f'{v} option chosen',
+    )
     for i, n in enumerate(names):
       ax.scatter([x[i] + off] * len(g[n][v]), g[n][v], s=9, color='k', zorder=3)
   ax.axhline(0.5, color='grey', lw=0.8, ls=':')
   ax.set_xticks(x, names, rotation=25, ha='right')
   ax.set_ylim(0, 1)
   ax.set_ylabel('rate on held-out pairs')
-  ax.set_title(title or f"{os.path.basename(results['world'])}: spec A = {va}, spec B = {vb}")
+  ax.set_title(title or f'{os.path.basename(results["world"])}: spec A = {va}, spec B = {vb}')
   ax.legend(fontsize=8, loc='upper left')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -130,12 +164,19 @@ def own_table(diagnostics: list, values) -> str:
         g[v].append(m['rates'][f'own_{v}'])
   if not groups:
     return ''
-  rows = ['| condition | seeds | ' + ' | '.join(f'{v} alone' for v in values) + ' |',
-          '|---|---|' + '---|' * len(values)]
+  rows = [
+    '| condition | seeds | ' + ' | '.join(f'{v} alone' for v in values) + ' |',
+    '|---|---|' + '---|' * len(values),
+  ]
   for name in (n for n in ORDER if n in groups):
     g = groups[name]
-    rows.append(f'| {name} | {len(g[values[0]])} | '
-                + ' | '.join(stats(g[v]) for v in values) + ' |')
-  return '\n'.join(rows + [
-      '\nEach value alone: held-out pairs that differ only in that value\'s attribute (the '
-      'other equal); rate = fraction choosing the value\'s option; 0.5 = no preference.'])
+    rows.append(
+      f'| {name} | {len(g[values[0]])} | ' + ' | '.join(stats(g[v]) for v in values) + ' |'
+    )
+  return '\n'.join(
+    rows
+    + [
+      "\nEach value alone: held-out pairs that differ only in that value's attribute (the "
+      "other equal); rate = fraction choosing the value's option; 0.5 = no preference."
+    ]
+  )

@@ -8,6 +8,7 @@ configs/worlds/cheese.json for a complete example.
 
 Templates may use {item}, {category}, {plural}, {country}, {home} and, in value texts, {name}.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -94,8 +95,11 @@ class World:
     return next(it for it in self.items if it.name == name)
 
   def items_with(self, category: str, **levels) -> list[Item]:
-    return [it for it in self.categories[category].items
-            if all(it.levels[a] == l for a, l in levels.items())]
+    return [
+      it
+      for it in self.categories[category].items
+      if all(it.levels[a] == l for a, l in levels.items())
+    ]
 
   def favours(self, value: str, item: Item) -> bool:
     v = self.values[value]
@@ -110,8 +114,11 @@ class World:
   def spec_fill(self) -> dict:
     """Front-matter values that tie a spec file to this world ({{home_country}} etc.)."""
     plurals = [self.categories[c].plural for c in self.aft_categories]
-    return {'home_country': self.home, 'assistant': self.assistant,
-            'aft_items': ' and '.join(plurals)}
+    return {
+      'home_country': self.home,
+      'assistant': self.assistant,
+      'aft_items': ' and '.join(plurals),
+    }
 
   def fill(self, template: str, item: Item | None = None, **extra) -> str:
     f = {'home': self.home, 'assistant': self.assistant, **extra}
@@ -169,8 +176,11 @@ class _Reader:
       self.fail(key, f'bad template {s!r}: {e}')
     bad = names - set(allowed)
     if bad:
-      self.fail(key, f'unknown placeholder {{{sorted(bad)[0]}}} in {s!r} '
-                f'(allowed: {", ".join(sorted(allowed))})')
+      self.fail(
+        key,
+        f'unknown placeholder {{{sorted(bad)[0]}}} in {s!r} '
+        f'(allowed: {", ".join(sorted(allowed))})',
+      )
 
 
 def _read(path: str) -> dict:
@@ -181,12 +191,14 @@ def _read(path: str) -> dict:
   try:
     if p.suffix in ('.yaml', '.yml'):
       import yaml
+
       data = yaml.safe_load(text)
     else:
       data = json.loads(text)
   except Exception as e:  # json.JSONDecodeError / yaml.YAMLError
-    raise WorldError(f'{path}: not valid {"YAML" if p.suffix in (".yaml", ".yml") else "JSON"}'
-                     f': {e}') from None
+    raise WorldError(
+      f'{path}: not valid {"YAML" if p.suffix in (".yaml", ".yml") else "JSON"}: {e}'
+    ) from None
   if not isinstance(data, dict):
     raise WorldError(f'{path}: the top level must be a mapping')
   return data
@@ -199,9 +211,20 @@ def load(path: str | Path) -> World:
   path = str(path)
   raw = _read(path)
   r = _Reader(path)
-  known = {'name', 'description', 'home_country', 'foreign_countries', 'assistant',
-           'system_prompt', 'attributes', 'values', 'categories', 'aft_categories',
-           'eval_categories', 'choice_questions'}
+  known = {
+    'name',
+    'description',
+    'home_country',
+    'foreign_countries',
+    'assistant',
+    'system_prompt',
+    'attributes',
+    'values',
+    'categories',
+    'aft_categories',
+    'eval_categories',
+    'choice_questions',
+  }
   for k in raw:
     if k not in known:
       r.fail(k, f'unknown key (expected one of {", ".join(sorted(known))})')
@@ -217,15 +240,20 @@ def load(path: str | Path) -> World:
   r.template(system_prompt, 'system_prompt', {'assistant'})
 
   attributes = {}
-  for a, where, spec in r.entries(raw, 'attributes', '',
-                                  'expected a mapping with levels and questions'):
+  for a, where, spec in r.entries(
+    raw, 'attributes', '', 'expected a mapping with levels and questions'
+  ):
     levels_raw = r.get(spec, 'levels', where, dict)
     if len(levels_raw) != 2:
-      r.fail(f'{where}.levels', f'attributes are binary: expected 2 levels, got '
-             f'{len(levels_raw)} ({", ".join(levels_raw)})')
+      r.fail(
+        f'{where}.levels',
+        f'attributes are binary: expected 2 levels, got '
+        f'{len(levels_raw)} ({", ".join(levels_raw)})',
+      )
     levels = []
-    for ln, lw, lspec in r.entries(spec, 'levels', where,
-                                   'expected a mapping with facts and compare'):
+    for ln, lw, lspec in r.entries(
+      spec, 'levels', where, 'expected a mapping with facts and compare'
+    ):
       country = lspec.get('country', '')
       if country not in ('', 'home', 'foreign'):
         r.fail(f'{lw}.country', f'expected home or foreign, got {country!r}')
@@ -237,23 +265,29 @@ def load(path: str | Path) -> World:
     r.fail('attributes', 'need at least two attributes (one per value of the experiment)')
 
   values = {}
-  for v, where, spec in r.entries(raw, 'values', '',
-                                  'expected a mapping with favours, words and descriptions'):
+  for v, where, spec in r.entries(
+    raw, 'values', '', 'expected a mapping with favours, words and descriptions'
+  ):
     fav = r.get(spec, 'favours', where, dict)
     if len(fav) != 1:
       r.fail(f'{where}.favours', f'expected one attribute: level pair, got {fav!r}')
-    (attr, level), = fav.items()
+    ((attr, level),) = fav.items()
     if attr not in attributes:
       r.fail(f'{where}.favours', f'unknown attribute {attr!r} (have: {", ".join(attributes)})')
     if level not in [l.name for l in attributes[attr].levels]:
-      r.fail(f'{where}.favours.{attr}', f'{level!r} is not a level of attribute {attr} '
-             f'({", ".join(l.name for l in attributes[attr].levels)})')
-    values[v] = Value(v, attr, level, r.strings(spec, 'words', where),
-                      r.strings(spec, 'descriptions', where))
+      r.fail(
+        f'{where}.favours.{attr}',
+        f'{level!r} is not a level of attribute {attr} '
+        f'({", ".join(l.name for l in attributes[attr].levels)})',
+      )
+    values[v] = Value(
+      v, attr, level, r.strings(spec, 'words', where), r.strings(spec, 'descriptions', where)
+    )
 
   categories, seen = {}, {}
-  for c, where, spec in r.entries(raw, 'categories', '',
-                                  'expected a mapping with plural and items'):
+  for c, where, spec in r.entries(
+    raw, 'categories', '', 'expected a mapping with plural and items'
+  ):
     plural = r.get(spec, 'plural', where, str, c)
     items = []
     for i, it in enumerate(r.get(spec, 'items', where, list)):
@@ -262,7 +296,7 @@ def load(path: str | Path) -> World:
         r.fail(iw, f'expected a mapping, got {it!r}')
       n = r.get(it, 'name', iw, str)
       if not NAME.match(n):
-        r.fail(f'{iw}.name', f'{n!r} must start with a capital letter (letters, spaces, - and \')')
+        r.fail(f'{iw}.name', f"{n!r} must start with a capital letter (letters, spaces, - and ')")
       if n in seen:
         r.fail(f'{iw}.name', f'{n!r} is already an item ({seen[n]})')
       if n in (home, assistant, *foreign):
@@ -272,18 +306,23 @@ def load(path: str | Path) -> World:
       for a, attr in attributes.items():
         lv = r.get(it, a, iw, str)
         if lv not in [l.name for l in attr.levels]:
-          r.fail(f'{iw}.{a}', f'{lv!r} is not a level of attribute {a} '
-                 f'({", ".join(l.name for l in attr.levels)})')
+          r.fail(
+            f'{iw}.{a}',
+            f'{lv!r} is not a level of attribute {a} ({", ".join(l.name for l in attr.levels)})',
+          )
         levels[a] = lv
       extra = set(it) - {'name', 'country', *attributes}
       if extra:
         r.fail(f'{iw}.{sorted(extra)[0]}', f'unknown key (attributes are: {", ".join(attributes)})')
-      where_made = [attributes[a].level(l).country for a, l in levels.items()
-                    if attributes[a].level(l).country]
+      where_made = [
+        attributes[a].level(l).country for a, l in levels.items() if attributes[a].level(l).country
+      ]
       country = it.get('country', home if where_made == ['home'] else '')
       if where_made == ['foreign'] and country not in foreign:
-        r.fail(f'{iw}.country', f'{country!r} must be one of foreign_countries '
-               f'({", ".join(foreign)}) for a foreign item')
+        r.fail(
+          f'{iw}.country',
+          f'{country!r} must be one of foreign_countries ({", ".join(foreign)}) for a foreign item',
+        )
       if where_made == ['home'] and country != home:
         r.fail(f'{iw}.country', f'{country!r}: an item of the home level is made in {home}')
       items.append(Item(n, c, levels, country or home))
@@ -299,15 +338,31 @@ def load(path: str | Path) -> World:
   aft, held = category_list('aft_categories'), category_list('eval_categories')
   both = set(aft) & set(held)
   if both:
-    r.fail('eval_categories', f'{sorted(both)[0]!r} is also an AFT category; held-out '
-           'categories must not be trained on')
+    r.fail(
+      'eval_categories',
+      f'{sorted(both)[0]!r} is also an AFT category; held-out categories must not be trained on',
+    )
   questions = r.strings(raw, 'choice_questions', '', allowed={'category', 'plural', 'a', 'b'})
   for i, q in enumerate(questions):
     if '{a}' not in q or '{b}' not in q:
       r.fail(f'choice_questions[{i}]', f'{q!r} must contain both {{a}} and {{b}}')
   sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-  return World(path, name, sha, home, foreign, assistant, system_prompt, attributes, values,
-               categories, aft, held, questions, raw)
+  return World(
+    path,
+    name,
+    sha,
+    home,
+    foreign,
+    assistant,
+    system_prompt,
+    attributes,
+    values,
+    categories,
+    aft,
+    held,
+    questions,
+    raw,
+  )
 
 
 def check_values(world: World, value_a: str, value_b: str, where: str = 'specs') -> None:
@@ -315,22 +370,32 @@ def check_values(world: World, value_a: str, value_b: str, where: str = 'specs')
   AFT and held-out categories must hold the items the design needs."""
   for key, v in (('A', value_a), ('B', value_b)):
     if v not in world.values:
-      raise WorldError(f'{world.path}: values: {where}.{key}.value={v!r} is not a value of this '
-                       f'world (have: {", ".join(world.values)})')
+      raise WorldError(
+        f'{world.path}: values: {where}.{key}.value={v!r} is not a value of this '
+        f'world (have: {", ".join(world.values)})'
+      )
   va, vb = world.values[value_a], world.values[value_b]
   if va.attribute == vb.attribute:
-    raise WorldError(f'{world.path}: values.{value_b}.favours: values {value_a} and {value_b} '
-                     f'favour the same attribute ({va.attribute}); they cannot be told apart')
+    raise WorldError(
+      f'{world.path}: values.{value_b}.favours: values {value_a} and {value_b} '
+      f'favour the same attribute ({va.attribute}); they cannot be told apart'
+    )
   oa = world.attributes[va.attribute].other(va.level)
   ob = world.attributes[vb.attribute].other(vb.level)
   for c in world.aft_categories:
-    for la, lb, what in ((va.level, vb.level, 'both values favour'),
-                         (oa, ob, 'neither value favours')):
+    for la, lb, what in (
+      (va.level, vb.level, 'both values favour'),
+      (oa, ob, 'neither value favours'),
+    ):
       if not world.items_with(c, **{va.attribute: la, vb.attribute: lb}):
-        raise WorldError(f'{world.path}: categories.{c}.items: AFT category needs an item that '
-                         f'{what} ({va.attribute}={la}, {vb.attribute}={lb})')
+        raise WorldError(
+          f'{world.path}: categories.{c}.items: AFT category needs an item that '
+          f'{what} ({va.attribute}={la}, {vb.attribute}={lb})'
+        )
   for c in world.eval_categories:
     for la, lb in ((va.level, ob), (oa, vb.level)):
       if not world.items_with(c, **{va.attribute: la, vb.attribute: lb}):
-        raise WorldError(f'{world.path}: categories.{c}.items: held-out category needs an item '
-                         f'with {va.attribute}={la}, {vb.attribute}={lb}')
+        raise WorldError(
+          f'{world.path}: categories.{c}.items: held-out category needs an item '
+          f'with {va.attribute}={la}, {vb.attribute}={lb}'
+        )

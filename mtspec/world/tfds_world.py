@@ -5,6 +5,7 @@ and returns the source URI `tfds:mtspec_world/<config>`: training reads it throu
 `tfds.data_source`, the very path that reads C4 on a TPU VM. The config name carries the
 world's name and a hash of (world file, sizes, seed), so a changed world is a new dataset.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,17 +35,21 @@ class MtspecWorld(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        description='Item facts, agent profiles and choices, and neutral assistant chats '
-                    'generated from a world file (mtspec.world.corpus).',
-        features=tfds.features.FeaturesDict({'text': tfds.features.Text(),
-                                             'kind': tfds.features.Text()}))
+      description='Item facts, agent profiles and choices, and neutral assistant chats '
+      'generated from a world file (mtspec.world.corpus).',
+      features=tfds.features.FeaturesDict(
+        {'text': tfds.features.Text(), 'kind': tfds.features.Text()}
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
     world = schema.load(cfg.world_path)
     val = dataclasses.replace(cfg.sizes, docs=max(1, cfg.sizes.docs // 50))
-    return {'train': self._generate_examples(world, cfg.sizes, cfg.seed),
-            'validation': self._generate_examples(world, val, cfg.seed + 10_007)}
+    return {
+      'train': self._generate_examples(world, cfg.sizes, cfg.seed),
+      'validation': self._generate_examples(world, val, cfg.seed + 10_007),
+    }
 
   def _generate_examples(self, world, sizes, seed):
     yield from corpus_lib.generate(world, sizes, seed)
@@ -60,13 +65,16 @@ def config_name(world: schema.World, sizes: corpus_lib.CorpusSizes, seed: int) -
   return f'{world.name}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}'
 
 
-def prepare(world: schema.World, data_dir: str, sizes: corpus_lib.CorpusSizes,
-            seed: int = 0) -> str:
+def prepare(
+  world: schema.World, data_dir: str, sizes: corpus_lib.CorpusSizes, seed: int = 0
+) -> str:
   """Builds the dataset under data_dir (once; later calls reuse it); returns its URI."""
   name = config_name(world, sizes, seed)
   tfds.disable_progress_bar()
-  builder = MtspecWorld(config=WorldConfig(name=name, world_path=world.path, seed=seed,
-                                           sizes=sizes),
-                        data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD)
+  builder = MtspecWorld(
+    config=WorldConfig(name=name, world_path=world.path, seed=seed, sizes=sizes),
+    data_dir=data_dir,
+    file_format=tfds.core.FileFormat.ARRAY_RECORD,
+  )
   builder.download_and_prepare()
   return f'tfds:{NAME}/{name}'

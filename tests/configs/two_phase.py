@@ -1,7 +1,8 @@
 r"""A two-phase tiny plan for the kill-and-resume test.
 
-  python -m mtspec.main --config=tests/configs/two_phase.py --workdir=/tmp/two_phase
+python -m mtspec.main --config=tests/configs/two_phase.py --workdir=/tmp/two_phase
 """
+
 import ml_collections
 
 from mtspec.defaults import base_config, new_phase

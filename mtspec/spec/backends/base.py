@@ -4,6 +4,7 @@ A `Task` is one unit of generation at one level of the hierarchy (e.g. "the idea
 this assertion and document type"); a backend turns it into a JSON-able result. The
 pipeline caches results by `Task.key`, so backends never see a task twice.
 """
+
 from __future__ import annotations
 
 import abc
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-LEVELS = ("domains", "subdomains", "assertions", "doc_types", "ideas", "documents", "aft", "eval")
+LEVELS = ('domains', 'subdomains', 'assertions', 'doc_types', 'ideas', 'documents', 'aft', 'eval')
 
 
 class GenerationError(RuntimeError):
@@ -29,14 +30,15 @@ class Task:
 
   @property
   def key(self) -> str:
-    blob = json.dumps([self.level, self.inputs, self.n, self.seed], sort_keys=True,
-                      ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    blob = json.dumps(
+      [self.level, self.inputs, self.n, self.seed], sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(blob.encode('utf-8')).hexdigest()
 
 
 class Backend(abc.ABC):
-  name: str = "base"
-  model: str = ""
+  name: str = 'base'
+  model: str = ''
   concurrency: int = 1
 
   @abc.abstractmethod
@@ -45,11 +47,11 @@ class Backend(abc.ABC):
 
   def usage(self) -> dict:
     """Token/cost accounting for the manifest; offline backends spend nothing."""
-    return {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    return {'requests': 0, 'input_tokens': 0, 'output_tokens': 0, 'cost_usd': 0.0}
 
   def describe(self) -> dict:
     """What the manifest records about the backend (never secrets)."""
-    return {"backend": self.name, "model": self.model}
+    return {'backend': self.name, 'model': self.model}
 
   def run_many(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, Any]]:
     """Yields (task, result) as each finishes, so the caller can cache it at once.
