@@ -72,6 +72,23 @@ def bench_mtspec(cfg, n_warmup: int, n_steps: int) -> float:
   return time_steps(run, n_warmup, n_steps)
 
 
+def _llama_config(m, **extra):
+  """The transformers LlamaConfig of the same shape as config.model m."""
+  import transformers
+
+  return transformers.LlamaConfig(
+    vocab_size=m.vocab_size,
+    hidden_size=m.d_model,
+    intermediate_size=m.d_ff,
+    num_hidden_layers=m.n_layers,
+    num_attention_heads=m.n_heads,
+    num_key_value_heads=m.n_kv_heads,
+    tie_word_embeddings=m.tie_embeddings,
+    rope_theta=m.rope_theta,
+    **extra,
+  )
+
+
 def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
   """LlamaForCausalLM, float32 master weights; on a GPU bf16 autocast + SDPA (flash)."""
   import contextlib
@@ -82,18 +99,7 @@ def bench_torch(cfg, n_warmup: int, n_steps: int) -> float:
   m, t = cfg.model, cfg.train
   torch.manual_seed(0)
   cuda = torch.cuda.is_available()
-  hf_cfg = transformers.LlamaConfig(
-    vocab_size=m.vocab_size,
-    hidden_size=m.d_model,
-    intermediate_size=m.d_ff,
-    num_hidden_layers=m.n_layers,
-    num_attention_heads=m.n_heads,
-    num_key_value_heads=m.n_kv_heads,
-    tie_word_embeddings=m.tie_embeddings,
-    max_position_embeddings=t.seq_len,
-    rope_theta=m.rope_theta,
-    attn_implementation='sdpa',
-  )
+  hf_cfg = _llama_config(m, max_position_embeddings=t.seq_len, attn_implementation='sdpa')
   device = 'cuda' if cuda else 'cpu'
   model = transformers.LlamaForCausalLM(hf_cfg).float().to(device).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=t.weight_decay, fused=cuda)
@@ -189,18 +195,7 @@ def _torch_generate(cfg, prompts, new_tokens) -> float:
   import transformers
 
   m = cfg.model
-  model = transformers.LlamaForCausalLM(
-    transformers.LlamaConfig(
-      vocab_size=m.vocab_size,
-      hidden_size=m.d_model,
-      intermediate_size=m.d_ff,
-      num_hidden_layers=m.n_layers,
-      num_attention_heads=m.n_heads,
-      num_key_value_heads=m.n_kv_heads,
-      tie_word_embeddings=m.tie_embeddings,
-      rope_theta=m.rope_theta,
-    )
-  ).eval()
+  model = transformers.LlamaForCausalLM(_llama_config(m)).eval()
   ids = torch.tensor(prompts)
   kwargs = dict(
     max_new_tokens=new_tokens,

@@ -1,9 +1,11 @@
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -96,6 +98,23 @@ def run_module(args, env=None, timeout=600, check=True):
       f'stderr:\n{proc.stderr[-5000:]}'
     )
   return proc
+
+
+def sigkill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> tuple[str, str]:
+  """SIGKILLs proc as soon as ready() holds (polled); fails the test if proc ends first.
+  Returns what proc printed (stdout, stderr)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None and not ready():
+    time.sleep(0.005)
+  if proc.poll() is not None:
+    pytest.fail(
+      f'the process ended (rc {proc.returncode}) before it could be killed: '
+      f'{proc.stderr.read()[-2000:]}'
+    )
+  proc.send_signal(signal.SIGKILL)
+  out = proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  return out
 
 
 @pytest.fixture

@@ -49,7 +49,6 @@ def test_the_accelerator_path_never_imports_the_cpu_package(tmp_path):
   # a tree with lanes=1 trained in a fresh process, then auto lanes off the CPU
   code = f"""if True:
     import sys, jax, ml_collections, pathlib
-    sys.path.insert(0, 'tests')
     from test_phases import two_source_config
     from mtspec import experiment, main, trainer
     c = two_source_config(pathlib.Path({str(tmp_path)!r}))
@@ -60,7 +59,8 @@ def test_the_accelerator_path_never_imports_the_cpu_package(tmp_path):
     jax.default_backend = lambda: 'gpu'
     assert experiment.lane_count(0, 12) == 1
     print(sorted(m for m in sys.modules if m.startswith('mtspec.cpu')))"""
-  out = run_module(['-c', code]).stdout.strip().splitlines()
+  tests_path = {'PYTHONPATH': os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')])}
+  out = run_module(['-c', code], env=tests_path).stdout.strip().splitlines()
   assert out[-1] == '[]'
   assert (tmp_path / 'exp' / 'b' / 'summary.json').exists()
 

@@ -6,21 +6,18 @@ import json
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import sigkill_when
+from fake_llm_server import BAD_MODEL, FakeLLMServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_llm_server import BAD_MODEL, FakeLLMServer  # noqa: E402
-
-from mtspec.spec import backends  # noqa: E402
-from mtspec.spec.backends.base import GenerationError  # noqa: E402
-from mtspec.spec.generate import Counts, generate  # noqa: E402
-from mtspec.spec.parse import parse_file  # noqa: E402
+from mtspec.spec import backends
+from mtspec.spec.backends.base import GenerationError
+from mtspec.spec.generate import Counts, generate
+from mtspec.spec.parse import parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = 'sk-ant-batch-test-' + '5c1d8e4b' * 4
@@ -136,23 +133,18 @@ def test_sigkill_while_a_batch_is_in_flight_then_rerun_reattaches(tmp_path, monk
     proc = subprocess.Popen(
       _cmd(out, SMALL), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline, in_flight = time.time() + 30, []
-    while time.time() < deadline and proc.poll() is None and not in_flight:
+    in_flight = []
+
+    def batch_recorded():
       if records.exists():
-        in_flight = [
+        in_flight[:] = [
           json.loads(l)['key']
           for l in records.read_text().splitlines()
           if '"stage": "doc_types"' in l
         ]
-      time.sleep(0.005)
-    if proc.poll() is not None:
-      pytest.fail(
-        f'generation ended (rc {proc.returncode}) before it could be killed: '
-        f'{proc.stderr.read()[-2000:]}'
-      )
-    proc.send_signal(signal.SIGKILL)
-    out1, err1 = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+      return bool(in_flight)
+
+    out1, err1 = sigkill_when(proc, batch_recorded, timeout=30)
     assert not (out / 'manifest.json').exists()
     assert srv.batches[in_flight[0]]['ended'] is None  # killed while the batch was processing
 

@@ -5,21 +5,18 @@ unparseable bodies, and unparseable answers."""
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import sigkill_when
+from fake_llm_server import BAD_MODEL, FAILURES, FakeLLMServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_llm_server import BAD_MODEL, FAILURES, FakeLLMServer  # noqa: E402
-
-from mtspec.spec import backends, sets  # noqa: E402
-from mtspec.spec.backends.base import GenerationError  # noqa: E402
-from mtspec.spec.generate import Counts, generate  # noqa: E402
-from mtspec.spec.parse import parse_file  # noqa: E402
+from mtspec.spec import backends, sets
+from mtspec.spec.backends.base import GenerationError
+from mtspec.spec.generate import Counts, generate
+from mtspec.spec.parse import parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = 'sk-mtspec-test-' + '7f3a9c2e' * 4
@@ -173,19 +170,9 @@ def test_sigkill_mid_generation_then_resume(tmp_path):
       cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     req_cache = out / 'cache/requests-openai.jsonl'
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-      if req_cache.exists() and req_cache.read_text().count('\n') >= 25:
-        break
-      time.sleep(0.01)
-    if proc.poll() is not None:
-      pytest.fail(
-        f'generation ended (rc {proc.returncode}) before it could be killed: '
-        f'{proc.stderr.read()[-2000:]}'
-      )
-    proc.send_signal(signal.SIGKILL)
-    out1, err1 = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    out1, err1 = sigkill_when(
+      proc, lambda: req_cache.exists() and req_cache.read_text().count('\n') >= 25
+    )
     assert not (out / 'manifest.json').exists()
 
     cached = set(_jsonl_keys(req_cache))
