@@ -68,15 +68,11 @@ def split_cpus(n: int) -> list[list[int]]:
 
 
 def _env() -> dict:
-  """The lane's environment: this process's, plus the repository on the path and the
+  """The lane's environment: this process's (which finds the installed mtspec) plus the
   persistent compilation cache."""
   import jax
 
-  here = os.path.abspath(__file__)  # <root>/mtspec/cpu/lanes.py: finds mtspec anywhere
-  root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
-  env = dict(
-    os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH', '')]))
-  )
+  env = dict(os.environ)
   cache = jax.config.jax_compilation_cache_dir
   if cache:
     env['JAX_COMPILATION_CACHE_DIR'] = cache
