@@ -247,8 +247,9 @@ def main():
   p.add_argument('--steps', type=int, default=8)
   p.add_argument(
     '--attention',
-    default='xla',
-    help='xla | cudnn (GPU flash attention) | cpu_chunked (the CPU-tuned kernel)',
+    default='',
+    help='xla | cudnn (GPU flash attention) | cpu_chunked (the CPU-tuned kernel); '
+    'default: cpu_chunked on a CPU, else xla',
   )
   p.add_argument('--remat', default='none', help='none | dots | full')
   p.add_argument('--torch', action='store_true', help='also time transformers + torch')
@@ -270,9 +271,10 @@ def main():
 
   cfg = defaults.base_config(args.variant)
   cfg.train.update(seq_len=args.seq, batch_size=args.batch)
+  on_cpu = jax.devices()[0].platform == 'cpu'
+  args.attention = args.attention or ('cpu_chunked' if on_cpu else 'xla')
   cfg.model.update(dtype=args.dtype, attention=args.attention, remat=args.remat)
   tokens = args.batch * args.seq
-  on_cpu = jax.devices()[0].platform == 'cpu'
   # CPU: this machine's measured float32 matmul rate; accelerators: the chip's dense peak.
   peak = (
     metrics.measure_matmul_peak('float32')
