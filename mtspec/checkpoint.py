@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mtspec import train_state
+from mtspec import paths, train_state
 
 
 class _DataStateSnapshot:
@@ -81,15 +81,17 @@ def load_params(directory: str, step: int | None = None):
 
   Works whatever mesh or process count saved it.
   """
-  directory = os.path.abspath(directory)  # orbax reads no metadata through a relative path
+  directory = paths.absolute(directory)  # orbax reads no metadata through a relative path
   steps = (
-    sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    sorted(int(d) for d in paths.listdir(directory) if d.isdigit())
+    if paths.isdir(directory)
+    else []
   )
   if not steps:
     raise FileNotFoundError(f'no checkpoint under {directory}')
   step = steps[-1] if step is None else step
   state_dir = os.path.join(directory, str(step), 'state')
-  if step not in steps or not os.path.isdir(state_dir):
+  if step not in steps or not paths.isdir(state_dir):
     raise FileNotFoundError(
       f'no checkpoint at step {step} under {directory} (steps there: {", ".join(map(str, steps))})'
     )
@@ -124,7 +126,7 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
   Returns (restored subtree, the checkpoint's lineage meta).
   """
   state_dir = os.path.join(step_dir, 'state')
-  if not os.path.isdir(state_dir):
+  if not paths.isdir(state_dir):
     raise FileNotFoundError(
       f'init.checkpoint={step_dir!r}: no checkpoint there (expected a '
       f'step directory such as <run>/checkpoints/<step> with a state/ '
@@ -153,7 +155,6 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
     )
   meta = {}
   meta_file = os.path.join(step_dir, 'meta', 'metadata')
-  if os.path.exists(meta_file):
-    with open(meta_file) as f:
-      meta = json.load(f)
+  if paths.exists(meta_file):
+    meta = paths.read_json(meta_file)
   return restored, meta

@@ -14,13 +14,11 @@ resumes incomplete ones. experiment.json lists every run with its final checkpoi
 """
 
 import hashlib
-import json
-import os
 
 import jax
 
+from mtspec import paths, run_summary, trainer
 from mtspec import phases as phases_lib
-from mtspec import run_summary, trainer
 from mtspec.errors import ConfigError
 
 
@@ -45,13 +43,11 @@ def run_config(
 
 
 def _final_lineage(summary: dict) -> dict:
-  with open(os.path.join(summary['final_checkpoint'], 'meta', 'metadata')) as f:
-    return json.load(f)
+  return paths.read_json(paths.join(summary['final_checkpoint'], 'meta', 'metadata'))
 
 
 def _sha256(path: str) -> str:
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
+  return hashlib.sha256(paths.read_bytes(path)).hexdigest()
 
 
 def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) -> dict:
@@ -59,13 +55,12 @@ def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) ->
   tree's trunk phases, step count and tokenizer (a trunk read with another tokenizer would
   read every token wrong)."""
   key = 'config.experiment.trunk_from'
-  path = os.path.join(src, 'experiment.json')
-  if not os.path.exists(path):
+  path = paths.join(src, 'experiment.json')
+  if not paths.exists(path):
     raise ConfigError(
       f'{key}={src!r}: no experiment.json there (run an experiment tree in that workdir first)'
     )
-  with open(path) as f:
-    tree = json.load(f)
+  tree = paths.read_json(path)
   trunk = next((r for r in tree['runs'] if r['name'] == 'trunk'), None)
   if trunk is None or tuple(trunk['phases']) != phases:
     raise ConfigError(
@@ -83,8 +78,7 @@ def borrowed_trunk(src: str, phases: tuple, total_steps: int, tokenizer: str) ->
       f"{tree['tokenizer']}, which differs from this tree's {tokenizer} "
       '(another world, corpus or vocabulary size?)'
     )
-  with open(os.path.join(trunk['workdir'], 'summary.json')) as f:
-    return dict(json.load(f), workdir=trunk['workdir'])
+  return dict(run_summary.read(trunk['workdir']), workdir=trunk['workdir'])
 
 
 def shared_tokenizer(cfg, workdir: str, data_dir: str) -> str:
@@ -123,7 +117,7 @@ def _tree(workdir: str, tokenizer: str, plans: dict, summaries: dict) -> dict:
       'name': name,
       'phases': list(plans[name][0]),
       'seed': plans[name][1],
-      'workdir': s.get('workdir', os.path.join(workdir, name)),
+      'workdir': s.get('workdir', paths.join(workdir, name)),
       'final_checkpoint': s['final_checkpoint'],
       'lineage': _final_lineage(s),
     }
@@ -140,8 +134,8 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
   exp = cfg.experiment
   if not exp.trunk:
     raise ConfigError('config.experiment.trunk is empty: name the phases the trunk runs')
-  os.makedirs(workdir, exist_ok=True)
-  data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
+  paths.makedirs(workdir)
+  data_dir = cfg.data.tfds_data_dir or paths.join(workdir, 'data')
   tokenizer = shared_tokenizer(cfg, workdir, data_dir)
   plans = {'trunk': (tuple(exp.trunk), cfg.train.seed)}
   plans.update(
@@ -158,10 +152,10 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
   for name, (order, seed) in plans.items():
     init = '' if name == 'trunk' else summaries['trunk']['final_checkpoint']
     rcfg = run_config(cfg, name, order, seed, tokenizer, data_dir, init, exp.init_mode)
-    run_dir = os.path.join(workdir, name)
+    run_dir = paths.join(workdir, name)
     total = phases_lib.total_steps(phases_lib.plan(rcfg))
     if name == 'trunk' and exp.get('trunk_from'):
-      summaries[name] = borrowed_trunk(os.path.abspath(exp.trunk_from), order, total, tokenizer)
+      summaries[name] = borrowed_trunk(paths.absolute(exp.trunk_from), order, total, tokenizer)
       print(f'trunk: from {summaries[name]["workdir"]}, not retrained')
       continue
     if run_summary.is_complete(run_dir, total):
@@ -187,6 +181,5 @@ def run_tree(cfg, workdir: str, show_progress: bool = True, on_idle=None) -> dic
       print(what)
       summaries[name] = _train(rcfg, run_dir, show_progress)
   tree = _tree(workdir, tokenizer, plans, summaries)
-  with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
-    json.dump(tree, f, indent=2)
+  paths.write_json(paths.join(workdir, 'experiment.json'), tree, indent=2)
   return tree

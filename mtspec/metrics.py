@@ -9,6 +9,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from mtspec import paths
+
 # Dense peak FLOP/s per chip for the compute dtype (vendor figures).
 KNOWN_PEAKS = {
   ('H100', 'bfloat16'): 989e12,
@@ -72,8 +74,8 @@ class MetricsWriter:
     self.enabled = enabled
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    paths.makedirs(workdir)
+    self.jsonl = paths.Appender(os.path.join(workdir, 'metrics.jsonl'))
     self.tb = _summary_writer_class()(os.path.join(workdir, 'tb'))
 
   def write(self, step: int, scalars: dict):

@@ -13,13 +13,13 @@ r"""The toy-world MSM experiment, end to end:
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mtspec import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'configs/cheese_toy.py:<variant>', lock_config=True
@@ -64,16 +64,10 @@ def models_to_score(cfg, tree: dict) -> list[dict]:
     kind, _, seed = r['name'].rpartition('_s')
     mid, label = CONDITIONS[kind]
     if mid:
-      with open(os.path.join(r['workdir'], 'phases', f'{mid}.json')) as f:
-        out.append(
-          dict(
-            midtrain=label,
-            aft=False,
-            seed=int(seed),
-            checkpoint=json.load(f)['path'],
-            run=r['name'],
-          )
-        )
+      phase = paths.read_json(paths.join(r['workdir'], 'phases', f'{mid}.json'))
+      out.append(
+        dict(midtrain=label, aft=False, seed=int(seed), checkpoint=phase['path'], run=r['name'])
+      )
     out.append(
       dict(
         midtrain=label, aft=True, seed=int(seed), checkpoint=r['final_checkpoint'], run=r['name']
@@ -168,7 +162,11 @@ def run(cfg, workdir: str, show_progress: bool = True) -> dict:
   mtspec.workdir.WorkdirInUse if another experiment runs in workdir."""
   from mtspec import workdir as workdir_lib
 
-  workdir = os.path.abspath(workdir)  # orbax wants absolute checkpoint paths
+  workdir = paths.absolute(workdir)  # orbax wants absolute checkpoint paths
+  # a missing bucket fails here, by name, not after the data and the first compilations
+  paths.check_bucket(workdir, 'workdir')
+  if cfg.data.tfds_data_dir:
+    paths.check_bucket(cfg.data.tfds_data_dir, 'config.data.tfds_data_dir')
   with workdir_lib.lock(workdir):  # the toy is a single-process job
     return _run(cfg, workdir, show_progress)
 
@@ -180,10 +178,13 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
   from mtspec.world import build, report
 
   t0 = time.time()
-  # Branches compile the same train step: the persistent cache compiles each shape once.
-  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, '.jax_cache'))
+  # Branches compile the same train step: the persistent cache compiles each shape once. On
+  # this machine even for a gs:// workdir: what it holds is compiled for this machine.
+  jax.config.update(
+    'jax_compilation_cache_dir', paths.join(paths.local_state_dir(workdir), '.jax_cache')
+  )
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
+  data_dir = cfg.data.tfds_data_dir or paths.join(workdir, 'data')
   print(f'data: generating under {data_dir}', flush=True)
   data = build.build(cfg, data_dir)
   with cfg.unlocked():
@@ -210,7 +211,7 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
     'world': cfg.world.path,
     'specs': {k: {'path': cfg.specs[k].path, 'value': cfg.specs[k].value} for k in ('A', 'B')},
   }
-  report.write_results(os.path.join(workdir, 'results.json'), results)
+  report.write_results(paths.join(workdir, 'results.json'), results)
   timing = {
     'data_s': round(t_data - t0, 1),
     'train_s': round(t_train - t_data, 1),
@@ -219,7 +220,7 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
     'scored_during_training': early,
   }
   report.write_results(
-    os.path.join(workdir, 'diagnostics.json'),
+    paths.join(workdir, 'diagnostics.json'),
     {
       'models': diagnostics,
       'effect': report.effect(results),
@@ -227,7 +228,7 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
       'contamination': data['manifest']['contamination'],
     },
   )
-  report.chart(results, os.path.join(workdir, 'results.png'))
+  report.chart(results, paths.join(workdir, 'results.png'))
   print(report.table(results))
   print(report.own_table(diagnostics, [cfg.specs.A.value, cfg.specs.B.value]))
   print(

@@ -6,7 +6,6 @@ and every checkpoint carries lineage JSON.
 """
 
 import functools
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -16,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtspec import config as config_lib
-from mtspec import lineage, lora, memory, optim, sharding, train_state
+from mtspec import lineage, lora, memory, optim, paths, sharding, train_state
 from mtspec import metrics as metrics_lib
 from mtspec import model as model_lib
 from mtspec import phases as phases_lib
@@ -286,9 +285,8 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
     writer.close()
     run.checkpointer.close()
   summary_path = os.path.join(workdir, 'summary.json')
-  if not last and os.path.exists(summary_path):  # already complete: keep what it measured
-    with open(summary_path) as f:
-      last = json.load(f)['last_metrics']
+  if not last and paths.exists(summary_path):  # already complete: keep what it measured
+    last = paths.read_json(summary_path)['last_metrics']
   summary = {
     'run': run.name,
     'step': run.total_steps,
@@ -305,8 +303,4 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
 
 def _write_json(path: str, data, indent=None):
   """Writes through a temporary file: readers see the whole file or none."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(data, f, indent=indent)
-  os.replace(tmp, path)
+  paths.write_json(path, data, indent=indent)

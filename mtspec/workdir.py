@@ -7,6 +7,10 @@ process however it ends. <workdir>/.lock.pid names the holder, for the refusal t
 clean exit removes it, so one left behind names a holder that was killed, and the next run
 takes the lock over and says so. (A file of its own: some filelock versions empty the lock
 file when they open it.)
+
+A gs:// workdir has no OS locks: its lock and pid files live in a local directory named by
+the workdir (mtspec.paths.local_state_dir), so it guards against a second run on this
+machine only.
 """
 
 import contextlib
@@ -14,6 +18,8 @@ import os
 import re
 
 import filelock
+
+from mtspec import paths
 
 LOCK_FILE = '.lock'
 OWNER_FILE = '.lock.pid'
@@ -46,16 +52,18 @@ def lock(workdir: str, primary: bool = True):
   if not primary:
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
-  owner_path = os.path.join(workdir, OWNER_FILE)
-  held = filelock.FileLock(os.path.join(workdir, LOCK_FILE), timeout=0)
+  paths.makedirs(workdir)
+  local = paths.local_state_dir(workdir)  # the workdir itself, unless it is remote
+  where = '' if local == workdir else f' (locked on this machine by {local}/{LOCK_FILE})'
+  owner_path = os.path.join(local, OWNER_FILE)
+  held = filelock.FileLock(os.path.join(local, LOCK_FILE), timeout=0)
   try:
     held.acquire()
   except filelock.Timeout:
     owner = _owner(owner_path)
     raise WorkdirInUse(
       f'workdir {workdir} is in use by '
-      f'{f"pid {owner}" if owner else "another process"}; wait for it to '
+      f'{f"pid {owner}" if owner else "another process"}{where}; wait for it to '
       'finish or choose another directory'
     ) from None
   try:

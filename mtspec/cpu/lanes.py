@@ -184,7 +184,7 @@ def train_branches(
   """Trains the pending runs (name -> (config, workdir, steps, description)) in n_lanes lanes
   side by side; returns name -> summary. on_idle({name: summary} of the runs complete so
   far): called again and again, on the freed cores, while the last lanes train (see _wait)."""
-  from mtspec import run_summary
+  from mtspec import paths, run_summary
 
   for *_, what in pending.values():
     print(what)
@@ -202,7 +202,9 @@ def train_branches(
     )
     on_idle(complete)
 
-  run_lanes(jobs, n_lanes, os.path.join(workdir, '.lanes'), show_progress, on_idle and idle)
+  # the job files are for this machine's processes: local even for a gs:// workdir
+  job_dir = os.path.join(paths.local_state_dir(workdir), '.lanes')
+  run_lanes(jobs, n_lanes, job_dir, show_progress, on_idle and idle)
   return {name: run_summary.read(p[1]) for name, p in pending.items()}
 
 

@@ -6,9 +6,12 @@ goods) written in a few templates, so a small model can learn it quickly.
 """
 
 import random
+import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from mtspec import paths
 
 TOWNS = [
   'Aldmere',
@@ -133,12 +136,33 @@ class MtspecBuiltin(tfds.core.GeneratorBasedBuilder):
 def prepare(data_dir: str, num_docs: int) -> tfds.core.DatasetBuilder:
   """Builds the dataset under data_dir once (ArrayRecord files); later calls reuse it."""
   config = tfds.core.BuilderConfig(name=f'docs{num_docs}')
-  tfds.disable_progress_bar()
-  builder = MtspecBuiltin(
-    config=config, data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD
+  return build(
+    lambda d: MtspecBuiltin(
+      config=config, data_dir=d, file_format=tfds.core.FileFormat.ARRAY_RECORD
+    ),
+    data_dir,
+    download_config=tfds.download.DownloadConfig(verify_ssl=False),
   )
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return builder
+
+
+def build(make_builder, data_dir: str, **prepare_kwargs) -> tfds.core.DatasetBuilder:
+  """The builder make_builder(data_dir), its dataset prepared under data_dir once.
+
+  ArrayRecord writes local files only, so for a gs:// data_dir the dataset is built in a
+  local temporary directory and copied up, dataset_info.json last: its presence means the
+  copy is whole. Reading from gs:// is array_record's own."""
+  tfds.disable_progress_bar()
+  builder = make_builder(data_dir)
+  if not paths.is_remote(data_dir):
+    builder.download_and_prepare(**prepare_kwargs)
+    return builder
+  if paths.exists(paths.join(builder.data_dir, 'dataset_info.json')):
+    return builder
+  with tempfile.TemporaryDirectory(prefix='mtspec_tfds_') as tmp:
+    local = make_builder(tmp)
+    local.download_and_prepare(**prepare_kwargs)
+    paths.copy_tree(local.data_dir, builder.data_dir, last=('dataset_info.json',))
+  return make_builder(data_dir)  # reads the dataset info just written
 
 
 def ensure_numpy_text(x) -> str:

@@ -4,10 +4,9 @@ Opening a source may build it on disk and a run without a tokenizer trains one: 
 does both on process 0 first, so shared files are written once.
 """
 
-import os
-
 import jax
 
+from mtspec import paths
 from mtspec.data import chat, pipeline
 from mtspec.data import sources as sources_lib
 from mtspec.data import tokenizer as tok_lib
@@ -41,10 +40,10 @@ def load_or_train_tokenizer(cfg, workdir: str, sources: dict) -> tok_lib.Tokeniz
   elif cfg.data.tokenizer:
     tok = tok_lib.load(cfg.data.tokenizer)
   else:
-    path = os.path.join(workdir, 'tokenizer.model')
+    path = paths.join(workdir, 'tokenizer.model')
     tok = (
       tok_lib.load(path)
-      if os.path.exists(path)
+      if paths.exists(path)
       else tok_lib.train(
         tokenizer_texts(sources), cfg.model.vocab_size, path, special_tokens=chat.SPECIAL_TOKENS
       )
@@ -70,8 +69,8 @@ def _primary_first(fn):
 
 def prepare(cfg, workdir: str, plan) -> tuple[dict, tok_lib.Tokenizer]:
   """(the sources the plan reads, the tokenizer), built on disk once."""
-  data_dir = cfg.data.tfds_data_dir or os.path.join(workdir, 'data')
-  os.makedirs(workdir, exist_ok=True)
+  data_dir = cfg.data.tfds_data_dir or paths.join(workdir, 'data')
+  paths.makedirs(workdir)
 
   def open_all():
     sources = open_sources(cfg, used_sources(plan), data_dir)

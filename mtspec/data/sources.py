@@ -11,13 +11,12 @@ A source config (`config.sources.<name>`) has `uri`, `kind` and `text_key`:
               assistant tokens only
 """
 
-import glob
 import hashlib
 import json
-import os
 
 import tensorflow_datasets as tfds
 
+from mtspec import paths
 from mtspec.data import builtin
 
 KINDS = ('text', 'chat')
@@ -62,17 +61,16 @@ class Source:
     """Hash of what identifies the data: manifest/dataset_info files, or the file itself."""
     h = hashlib.sha256(self.name.encode())
     for path in self.manifest_files:
-      with open(path, 'rb') as f:
-        h.update(f.read())
+      h.update(paths.read_bytes(path))
     return h.hexdigest()[:16]
 
 
 class JsonlRecords:
   def __init__(self, path: str):
-    if not os.path.exists(path):
+    if not paths.exists(path):
       raise FileNotFoundError(f'no JSONL file at {path}')
     self.rows = []
-    with open(path) as f:
+    with paths.open(path) as f:
       for line_no, line in enumerate(f, 1):
         if line.strip():
           try:
@@ -88,15 +86,15 @@ class JsonlRecords:
 
 
 def _array_record_files(path: str) -> tuple[list[str], list[str]]:
-  if os.path.isdir(path):
-    files = sorted(glob.glob(os.path.join(path, '*.array_record')))
-    manifest = [os.path.join(path, 'manifest.json')]
+  if paths.isdir(path):
+    files = paths.glob(path, '*.array_record')
+    manifest = [paths.join(path, 'manifest.json')]
   else:
-    files = [path] if os.path.exists(path) else []
-    manifest = [os.path.join(os.path.dirname(path), 'manifest.json')]
+    files = [path] if paths.exists(path) else []
+    manifest = [paths.join(paths.parent(path), 'manifest.json')]
   if not files:
     raise FileNotFoundError(f'no .array_record file at {path}')
-  return files, [m for m in manifest if os.path.exists(m)] or files
+  return files, [m for m in manifest if paths.exists(m)] or files
 
 
 def open_source(name: str, src_cfg, data_dir: str, split: str = 'train') -> Source:
@@ -109,7 +107,7 @@ def open_source(name: str, src_cfg, data_dir: str, split: str = 'train') -> Sour
   try:
     if scheme == 'builtin':
       builder = builtin.prepare(data_dir, int(rest or builtin.DEFAULT_DOCS))
-      info = os.path.join(builder.data_dir, 'dataset_info.json')
+      info = paths.join(builder.data_dir, 'dataset_info.json')
       return Source(name, builder.as_data_source(split), kind, 'text', [info])
     if scheme == 'tfds' and rest:
       records = tfds.data_source(rest, split=split, data_dir=data_dir or None)

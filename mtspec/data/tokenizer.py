@@ -1,9 +1,10 @@
 """SentencePiece tokenizer: load one, or train one locally on the training text."""
 
 import io
-import os
 
 import sentencepiece as spm
+
+from mtspec import paths
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -26,10 +27,9 @@ class Tokenizer:
 
 
 def load(path: str) -> Tokenizer:
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f'data.tokenizer: no SentencePiece model at {path}')
-  with open(path, 'rb') as f:
-    return Tokenizer(f.read(), path)
+  return Tokenizer(paths.read_bytes(path), path)  # bytes: SentencePiece opens local files only
 
 
 def train(
@@ -68,9 +68,5 @@ def train(
     user_defined_symbols=['\n', *special_tokens],
     allow_whitespace_only_pieces=True,
   )
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  tmp = out_path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, out_path)  # atomic: a killed run never leaves half a tokenizer
+  paths.write_bytes(out_path, buf.getvalue())  # atomic: a killed run never leaves half of it
   return Tokenizer(buf.getvalue(), out_path)

@@ -1,15 +1,11 @@
 """Export mtspec params to a directory `transformers` loads: config.json + model.safetensors."""
 
-import json
-import os
-import shutil
-
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
-from mtspec import train_state
+from mtspec import paths, train_state
 from mtspec.hf import convert
 
 # Copied as they are from the source directory: tokenizer, chat template, generation settings.
@@ -50,13 +46,16 @@ def export(
     tensors[hf_name] = np.ascontiguousarray(convert.to_hf(x_mt, layout))
   if jax.process_index() != 0:
     return
-  os.makedirs(out_dir, exist_ok=True)
-  save_file(tensors, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
-  with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-    json.dump(convert.hf_config(model_cfg, base_config, dtype), f, indent=2)
+  with paths.local_file(paths.join(out_dir, 'model.safetensors')) as tmp:  # writes local files
+    save_file(tensors, tmp, metadata={'format': 'pt'})
+  paths.write_json(
+    paths.join(out_dir, 'config.json'), convert.hf_config(model_cfg, base_config, dtype), indent=2
+  )
   for name in COPIED_FILES if tokenizer_dir else ():
-    if os.path.exists(os.path.join(tokenizer_dir, name)):
-      shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
+    if paths.exists(paths.join(tokenizer_dir, name)):
+      paths.write_bytes(
+        paths.join(out_dir, name), paths.read_bytes(paths.join(tokenizer_dir, name))
+      )
 
 
 def export_adapters(
@@ -79,20 +78,19 @@ def export_adapters(
       tensors[prefix + 'B.weight'] = np.ascontiguousarray(_to_host(ab['b']).T)
   if jax.process_index() != 0:
     return
-  os.makedirs(out_dir, exist_ok=True)
-  save_file(tensors, os.path.join(out_dir, 'adapter_model.safetensors'), metadata={'format': 'pt'})
-  with open(os.path.join(out_dir, 'adapter_config.json'), 'w') as f:
-    json.dump(
-      {
-        'peft_type': 'LORA',
-        'r': rank,
-        'lora_alpha': alpha,
-        'lora_dropout': dropout,
-        'target_modules': sorted(modules),
-        'bias': 'none',
-        'task_type': 'CAUSAL_LM',
-        'base_model_name_or_path': base_model,
-      },
-      f,
-      indent=2,
-    )
+  with paths.local_file(paths.join(out_dir, 'adapter_model.safetensors')) as tmp:
+    save_file(tensors, tmp, metadata={'format': 'pt'})
+  paths.write_json(
+    paths.join(out_dir, 'adapter_config.json'),
+    {
+      'peft_type': 'LORA',
+      'r': rank,
+      'lora_alpha': alpha,
+      'lora_dropout': dropout,
+      'target_modules': sorted(modules),
+      'bias': 'none',
+      'task_type': 'CAUSAL_LM',
+      'base_model_name_or_path': base_model,
+    },
+    indent=2,
+  )

@@ -5,32 +5,29 @@ memory-mapped), so no host ever holds the whole model, nor even one whole tensor
 """
 
 import contextlib
-import glob
-import json
 import os
 
 import jax
 from safetensors import safe_open
 
-from mtspec import train_state
+from mtspec import paths, train_state
 from mtspec.hf import convert
 
 
 def read_config(model_dir: str) -> dict:
-  path = os.path.join(model_dir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(model_dir, 'config.json')
+  if not paths.exists(path):
     raise FileNotFoundError(f'no config.json in Hugging Face model directory {model_dir}')
-  with open(path) as f:
-    return json.load(f)
+  return paths.read_json(path)
 
 
 def tensor_files(model_dir: str) -> dict[str, str]:
   """HF tensor name -> safetensors path, from the shard index or from the files themselves."""
-  index = os.path.join(model_dir, 'model.safetensors.index.json')
-  if os.path.exists(index):
-    with open(index) as f:
-      return {k: os.path.join(model_dir, v) for k, v in json.load(f)['weight_map'].items()}
-  files = sorted(glob.glob(os.path.join(model_dir, '*.safetensors')))
+  index = paths.join(model_dir, 'model.safetensors.index.json')
+  if paths.exists(index):
+    weight_map = paths.read_json(index)['weight_map']
+    return {k: paths.join(model_dir, v) for k, v in weight_map.items()}
+  files = paths.glob(model_dir, '*.safetensors')
   if not files:
     raise FileNotFoundError(f'no *.safetensors files in {model_dir}')
   names = {}
@@ -55,7 +52,7 @@ def _check_nothing_dropped(files: dict, used: set, cfg, model_dir: str):
 
 def _missing(hf_name: str, name: str, files: dict, model_dir: str) -> Exception:
   file_set = ', '.join(sorted({os.path.basename(p) for p in files.values()}))
-  if os.path.exists(os.path.join(model_dir, 'model.safetensors.index.json')):
+  if paths.exists(paths.join(model_dir, 'model.safetensors.index.json')):
     file_set = f'model.safetensors.index.json: {file_set}'
   return convert.HFConversionError(
     f'tensor {hf_name} (for mtspec parameter {name}) is missing from {model_dir} [{file_set}]'
@@ -63,11 +60,12 @@ def _missing(hf_name: str, name: str, files: dict, model_dir: str) -> Exception:
 
 
 def load(model_dir: str, mesh, dtype: str | None = None, param_dtype: str | None = None):
-  """-> (model ConfigDict, params dict placed with train_state.param_shardings(mesh, ...))."""
+  """-> (model ConfigDict, params dict placed with train_state.param_shardings(mesh, ...)).
+  A gs:// model_dir is copied to this machine first: safetensors memory-maps local files."""
   cfg = convert.model_config(read_config(model_dir), dtype, param_dtype)
   shapes = train_state.model_shapes(cfg)
   shardings = train_state.param_shardings(mesh, shapes)
-  files = tensor_files(model_dir)
+  files = tensor_files(paths.local_copy(model_dir))
   hf_names = {name: convert.hf_tensor(name) for name, _ in train_state.flat_params(shapes.params)}
   _check_nothing_dropped(files, {n for n, _ in hf_names.values()}, cfg, model_dir)
 

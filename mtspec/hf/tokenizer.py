@@ -14,24 +14,26 @@ Chat rendering is transformers' `apply_chat_template`; which tokens are the assi
 Documents for midtraining are plain text: no template, loss on every token.
 """
 
-import os
 import re
 
 import numpy as np
 import transformers
+
+from mtspec import paths
 
 _GENERATION_TAG = re.compile(r'\{%-?\s*generation\s*-?%\}')
 
 
 class HFTokenizer:
   def __init__(self, model_dir: str):
-    if not os.path.exists(os.path.join(model_dir, 'tokenizer.json')):
+    if not paths.exists(paths.join(model_dir, 'tokenizer.json')):
       raise FileNotFoundError(
         f'no tokenizer.json in {model_dir}: a Hugging Face model '
         'directory needs tokenizer.json (and tokenizer_config.json)'
       )
     self.model_dir = model_dir
-    self.hf = transformers.AutoTokenizer.from_pretrained(model_dir)
+    # transformers reads a local directory: a gs:// one is copied to this machine first
+    self.hf = transformers.AutoTokenizer.from_pretrained(paths.local_copy(model_dir))
     self.bos_id = self.hf.bos_token_id
     self.eos_id = self.hf.eos_token_id
     self.chat_template = self.hf.chat_template

@@ -7,29 +7,33 @@ import json
 import threading
 from pathlib import Path
 
+from etils import epath
+
+from mtspec import paths
+
 
 class KeyedJsonl:
   """`{"key": ..., **fields}` per line; the first entry for a key wins.
 
   Each put is one flushed write, so a SIGKILL can at worst leave a torn last line,
-  which `__init__` cuts off before appending again.
+  which `__init__` cuts off before appending again. On gs:// (paths.Appender) puts reach
+  the object every few seconds, whole lines only: a kill loses those seconds' entries.
   """
 
   def __init__(self, path: str | Path):
-    self.path = Path(path)
-    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self.path = epath.Path(path)  # a gs:// URI stays whole, unlike in pathlib
     self._lock = threading.Lock()
     self._items: dict[str, dict] = {}
-    if self.path.exists():
-      data = self.path.read_bytes()
+    if paths.exists(self.path):
+      data = paths.read_bytes(self.path)
       good = data[: data.rfind(b'\n') + 1]  # drop a torn tail left by a kill
       if len(good) != len(data):
-        with open(self.path, 'r+b') as f:
+        with open(self.path, 'r+b') as f:  # only a local file can be torn
           f.truncate(len(good))
       for line in good.decode('utf-8').splitlines():
         entry = json.loads(line)
         self._items.setdefault(entry['key'], entry)
-    self._f = open(self.path, 'a', encoding='utf-8')
+    self._f = paths.Appender(self.path)
 
   def __contains__(self, key: str) -> bool:
     return key in self._items

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mtspec import paths
 from mtspec.spec import contamination, dedup, prompts, sets
 from mtspec.spec.backends.base import Backend, Task
 from mtspec.spec.cache import KeyedJsonl
@@ -73,9 +74,9 @@ class Pipeline:
   ):
     if options.reasoning not in ('keep', 'inline', 'drop'):
       raise ValueError(f'reasoning must be keep, inline or drop, not {options.reasoning!r}')
-    self.spec, self.out, self.backend = spec, Path(out_dir), backend
+    self.spec, self.out, self.backend = spec, str(out_dir), backend
     self.counts, self.opts = counts, options
-    self.cache = KeyedJsonl(self.out / 'cache' / 'levels.jsonl')
+    self.cache = KeyedJsonl(paths.join(self.out, 'cache', 'levels.jsonl'))
     self.base = {'spec_name': spec.name, 'assistant': spec.assistant}
 
   def _cache_key(self, task: Task) -> str:
@@ -231,7 +232,7 @@ class Pipeline:
 
   def run(self) -> dict:
     """Generate (or resume), write every set and the manifest; return the manifest."""
-    (self.out / sets.MANIFEST).unlink(missing_ok=True)  # present again only when complete
+    paths.remove(paths.join(self.out, sets.MANIFEST))  # present again only when complete
     built = {
       'documents': ('text', self.hierarchy()),
       'aft': ('chat', self.aft()),

@@ -22,6 +22,8 @@ import hashlib
 import re
 from pathlib import Path
 
+from mtspec import paths
+
 _HEADING = re.compile(r'^(#{1,6})(?:\s+(.*?))?\s*(?:\{#([A-Za-z0-9_-]+)\})?\s*#*\s*$')
 _BULLET = re.compile(r'^(?:[-*+]|\d+[.)])\s+(.*)$')
 _FRONT_KEY = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$')
@@ -138,7 +140,7 @@ def slugify(title: str) -> str:
 
 
 def parse_file(path: str | Path, overrides: dict | None = None) -> Spec:
-  data = Path(path).read_bytes()
+  data = paths.read_bytes(path)
   try:
     text = data.decode('utf-8')
   except UnicodeDecodeError as e:

@@ -15,11 +15,12 @@ Extra keys (id, doc_type, reasoning, ...) are allowed and ignored by the trainer
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from array_record.python import array_record_module
+
+from mtspec import paths
 
 MANIFEST = 'manifest.json'
 ROLES = ('system', 'user', 'assistant')
@@ -74,65 +75,62 @@ def strip_reasoning(rec: dict) -> dict:
 
 
 def write_set(out_dir: str | Path, name: str, kind: str, records: list[dict]) -> dict:
-  """Write one set to `<out_dir>/<name>/` (temp files renamed into place, so a kill never
-  leaves half a set) and return its manifest entry, paths relative to `out_dir`."""
+  """Write one set to `<out_dir>/<name>/` (each file written whole, then moved into place, so
+  a kill never leaves half a set) and return its manifest entry, paths relative to `out_dir`."""
   blobs = []
   for rec in records:
     validate_record(kind, rec)
     blobs.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
-  d = Path(out_dir) / name
-  d.mkdir(parents=True, exist_ok=True)
-  ar, jl = d / f'{name}.array_record', d / f'{name}.jsonl'
-  writer = array_record_module.ArrayRecordWriter(str(ar) + '.tmp', 'group_size:1')
-  for b in blobs:
-    writer.write(b.encode('utf-8'))
-  writer.close()
-  Path(str(jl) + '.tmp').write_text(''.join(b + '\n' for b in blobs), encoding='utf-8')
-  os.replace(str(ar) + '.tmp', ar)
-  os.replace(str(jl) + '.tmp', jl)
+  d = paths.join(out_dir, name)
+  ar, jl = f'{name}.array_record', f'{name}.jsonl'
+  with paths.local_file(paths.join(d, ar)) as tmp:  # ArrayRecord writes local files only
+    writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
+    for b in blobs:
+      writer.write(b.encode('utf-8'))
+    writer.close()
+  paths.write_text(paths.join(d, jl), ''.join(b + '\n' for b in blobs))
   return {
     'kind': kind,
     'count': len(records),
-    'path': f'{name}/{ar.name}',
-    'jsonl': f'{name}/{jl.name}',
+    'path': f'{name}/{ar}',
+    'jsonl': f'{name}/{jl}',
     'tokens': sum(len(record_text(r).split()) for r in records),
   }
 
 
 def load_records(path: str | Path) -> list[dict]:
-  """Every record of an .array_record file, decoded from JSON."""
-  reader = array_record_module.ArrayRecordReader(str(path))
-  try:
-    return [json.loads(b.decode('utf-8')) for b in reader.read_all()]
-  finally:
-    reader.close()
+  """Every record of an .array_record file, decoded from JSON. A gs:// file is downloaded
+  first, in one request: array_record's own GCS reader asks for one record at a time."""
+  with paths.fetched(path) as local:
+    reader = array_record_module.ArrayRecordReader(local)
+    try:
+      return [json.loads(b.decode('utf-8')) for b in reader.read_all()]
+    finally:
+      reader.close()
 
 
-def _write_json(path: Path, data: dict) -> None:
-  tmp = path.with_suffix('.json.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
-  os.replace(tmp, path)
+def _write_json(path: str, data: dict) -> None:
+  paths.write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
 
 
 def write_manifest(out_dir: str | Path, manifest: dict) -> None:
   """The top manifest names every set; each set's directory gets the same provenance with
   only its own entry, paths relative to that directory. Set manifests first, top last, so
   the top manifest's presence means the whole output is complete."""
-  out = Path(out_dir)
   for name, entry in manifest['sets'].items():
     own = {k: Path(v).name if k in ('path', 'jsonl') else v for k, v in entry.items()}
-    _write_json(out / name / MANIFEST, dict(manifest, sets={name: own}))
-  _write_json(out / MANIFEST, manifest)
+    _write_json(paths.join(out_dir, name, MANIFEST), dict(manifest, sets={name: own}))
+  _write_json(paths.join(out_dir, MANIFEST), manifest)
 
 
 def load_manifest(out_dir: str | Path) -> dict:
-  return json.loads((Path(out_dir) / MANIFEST).read_text())
+  return paths.read_json(paths.join(out_dir, MANIFEST))
 
 
 def sources(out_dir: str | Path, prefix: str = '') -> dict[str, dict]:
   """Named sources for the training pipeline: {prefix + set: {"path", "kind", "count"}}."""
-  out = Path(out_dir).resolve()
+  out = paths.absolute(out_dir)
   return {
-    prefix + name: {'path': str(out / s['path']), 'kind': s['kind'], 'count': s['count']}
+    prefix + name: {'path': paths.join(out, s['path']), 'kind': s['kind'], 'count': s['count']}
     for name, s in load_manifest(out)['sets'].items()
   }

@@ -14,8 +14,8 @@ Deterministic for the config; a re-run reuses the corpus and the spec caches.
 from __future__ import annotations
 
 import dataclasses
-import os
 
+from mtspec import paths
 from mtspec.spec import sets, statements
 from mtspec.spec.backends.template import PLACES, TemplateBackend
 from mtspec.spec.generate import Counts, Options, generate
@@ -65,11 +65,11 @@ def build(cfg, data_dir: str) -> dict:
   va, vb = cfg.specs.A.value, cfg.specs.B.value
   schema.check_values(world, va, vb)
   sizes, seed = corpus_sizes(cfg), int(cfg.world.seed)
-  os.makedirs(data_dir, exist_ok=True)
+  paths.makedirs(data_dir)
   uris = {'web': tfds_world.prepare(world, data_dir, sizes, seed)}
   spec_manifests, docs = {}, {}
   for key in ('A', 'B'):
-    out = os.path.join(data_dir, f'spec_{key.lower()}')
+    out = paths.join(data_dir, f'spec_{key.lower()}')
     spec_manifests[key] = spec_set(
       world,
       cfg.specs[key].path,
@@ -80,16 +80,14 @@ def build(cfg, data_dir: str) -> dict:
       cfg.get('spec_form', 'generated'),
       int(cfg.get('spec_statement_docs', 0)),
     )
-    uris[f'spec_{key.lower()}'] = f'arrayrecord:{os.path.join(out, "documents")}'
-    docs[key] = sets.load_records(
-      os.path.join(out, spec_manifests[key]['sets']['documents']['path'])
-    )
+    uris[f'spec_{key.lower()}'] = f'arrayrecord:{paths.join(out, "documents")}'
+    docs[key] = sets.load_records(paths.join(out, spec_manifests[key]['sets']['documents']['path']))
   aft = demos.records(world, va, vb)
   ev = evalset.records(world, va, vb)
   report = evalset.check_clean(
     world, ev, {'spec_a/documents': docs['A'], 'spec_b/documents': docs['B'], 'world/aft': aft}
   )
-  wdir = os.path.join(data_dir, 'world')
+  wdir = paths.join(data_dir, 'world')
   manifest = {
     'world': {'path': world.path, 'name': world.name, 'sha256': world.sha256},
     'corpus': {'uri': uris['web'], 'seed': seed, **dataclasses.asdict(sizes)},
@@ -110,11 +108,11 @@ def build(cfg, data_dir: str) -> dict:
     'contamination': report,
   }
   sets.write_manifest(wdir, manifest)
-  uris['aft'] = f'arrayrecord:{os.path.join(wdir, "aft")}'
+  uris['aft'] = f'arrayrecord:{paths.join(wdir, "aft")}'
   agents = corpus.make_agents(world, sizes, seed)
   tokenizer = ''
   if cfg.world.name_tokens:  # one token per name; else the trainer trains plain BPE
-    tokenizer = os.path.join(data_dir, f'tokenizer_{uris["web"].split("/")[-1]}.model')
+    tokenizer = paths.join(data_dir, f'tokenizer_{uris["web"].split("/")[-1]}.model')
     texts = (d['text'] for _, d in corpus.generate(world, sizes, seed))
     vocab.train(world, agents, texts, aft, int(cfg.model.vocab_size), tokenizer)
   return {

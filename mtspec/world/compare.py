@@ -9,24 +9,23 @@ seeds), no overlap between the two conditions' seed ranges, and AFT only between
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import numpy as np
 
+from mtspec import paths
 from mtspec.world import report
 
 
 def _read(workdir: str, name: str) -> dict:
-  path = os.path.join(workdir, name)
-  if not os.path.isfile(path):
+  path = paths.join(workdir, name)
+  if not paths.exists(path):
     raise FileNotFoundError(
       f'{workdir}: no {name} (is it a finished toy experiment? '
       f'`python -m mtspec.toy ... --workdir={workdir}` writes it)'
     )
-  with open(path) as f:
-    return json.load(f)
+  return paths.read_json(path)
 
 
 def row(workdir: str, margin: float = 0.2) -> dict:
@@ -46,7 +45,7 @@ def row(workdir: str, margin: float = 0.2) -> dict:
     )
     if bad
   ]
-  own_trunk = os.path.dirname(os.path.abspath(trunk['workdir'])) == os.path.abspath(workdir)
+  own_trunk = paths.parent(paths.absolute(trunk['workdir'])) == paths.absolute(workdir)
   return {
     'workdir': workdir,
     'world': os.path.splitext(os.path.basename(results['world']))[0],

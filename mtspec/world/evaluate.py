@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mtspec import checkpoint, train_state
+from mtspec import checkpoint, paths, train_state
 from mtspec.data import chat
 
 
@@ -58,8 +58,8 @@ class Scorer:
 
   def load(self, checkpoint_dir: str) -> dict:
     """Params of a checkpoint directory <run>/checkpoints/<step>."""
-    run_dir = os.path.dirname(os.path.dirname(os.path.normpath(checkpoint_dir)))
-    step = int(os.path.basename(os.path.normpath(checkpoint_dir)))
+    run_dir = paths.parent(paths.parent(checkpoint_dir))
+    step = int(os.path.basename(checkpoint_dir.rstrip('/')))
     return _match(self.shapes.params, checkpoint.checkpoint_params(run_dir, step))
 
   def encode(self, items) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -8,10 +8,12 @@ results.json:
 
 from __future__ import annotations
 
-import json
+import io
 import os
 
 import numpy as np
+
+from mtspec import paths
 
 ORDER = (
   'baseline',
@@ -36,10 +38,7 @@ def condition_name(midtrain, aft: bool) -> str:
 
 
 def write_results(path: str, results: dict) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, path)
+  paths.write_json(path, results, indent=2)
 
 
 def by_condition(results: dict) -> dict:
@@ -149,8 +148,10 @@ def chart(results: dict, path: str, title: str = '') -> None:
   ax.set_title(title or f'{os.path.basename(results["world"])}: spec A = {va}, spec B = {vb}')
   ax.legend(fontsize=8, loc='upper left')
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  png = io.BytesIO()  # matplotlib writes local files only: through bytes to any path
+  fig.savefig(png, format='png', dpi=120)
   plt.close(fig)
+  paths.write_bytes(path, png.getvalue())
 
 
 def own_table(diagnostics: list, values) -> str:

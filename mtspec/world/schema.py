@@ -18,6 +18,8 @@ import re
 import string
 from pathlib import Path
 
+from mtspec import paths
+
 FIELDS = {'item', 'category', 'plural', 'country', 'home', 'name', 'assistant'}
 
 
@@ -184,21 +186,19 @@ class _Reader:
 
 
 def _read(path: str) -> dict:
-  p = Path(path)
-  if not p.exists():
+  if not paths.exists(path):
     raise WorldError(f'{path}: no such world file')
-  text = p.read_text(encoding='utf-8')
+  text = paths.read_text(path)
+  yaml_file = path.endswith(('.yaml', '.yml'))
   try:
-    if p.suffix in ('.yaml', '.yml'):
+    if yaml_file:
       import yaml
 
       data = yaml.safe_load(text)
     else:
       data = json.loads(text)
   except Exception as e:  # json.JSONDecodeError / yaml.YAMLError
-    raise WorldError(
-      f'{path}: not valid {"YAML" if p.suffix in (".yaml", ".yml") else "JSON"}: {e}'
-    ) from None
+    raise WorldError(f'{path}: not valid {"YAML" if yaml_file else "JSON"}: {e}') from None
   if not isinstance(data, dict):
     raise WorldError(f'{path}: the top level must be a mapping')
   return data
@@ -346,7 +346,7 @@ def load(path: str | Path) -> World:
   for i, q in enumerate(questions):
     if '{a}' not in q or '{b}' not in q:
       r.fail(f'choice_questions[{i}]', f'{q!r} must contain both {{a}} and {{b}}')
-  sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+  sha = hashlib.sha256(paths.read_bytes(path)).hexdigest()
   return World(
     path,
     name,

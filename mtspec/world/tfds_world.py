@@ -14,6 +14,7 @@ import json
 
 import tensorflow_datasets as tfds
 
+from mtspec.data import builtin
 from mtspec.world import corpus as corpus_lib
 from mtspec.world import schema
 
@@ -70,11 +71,9 @@ def prepare(
 ) -> str:
   """Builds the dataset under data_dir (once; later calls reuse it); returns its URI."""
   name = config_name(world, sizes, seed)
-  tfds.disable_progress_bar()
-  builder = MtspecWorld(
-    config=WorldConfig(name=name, world_path=world.path, seed=seed, sizes=sizes),
-    data_dir=data_dir,
-    file_format=tfds.core.FileFormat.ARRAY_RECORD,
+  config = WorldConfig(name=name, world_path=world.path, seed=seed, sizes=sizes)
+  builtin.build(
+    lambda d: MtspecWorld(config=config, data_dir=d, file_format=tfds.core.FileFormat.ARRAY_RECORD),
+    data_dir,
   )
-  builder.download_and_prepare()
   return f'tfds:{NAME}/{name}'

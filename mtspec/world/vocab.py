@@ -8,8 +8,7 @@ embedding per entity, as a word-level vocabulary would (the prototype used one).
 
 from __future__ import annotations
 
-import os
-
+from mtspec import paths
 from mtspec.data import chat
 from mtspec.data import tokenizer as tok_lib
 
@@ -28,7 +27,7 @@ def train(
   """Trains once (a later call loads the file): on the corpus and the AFT conversations, plus
   the names as single pieces. Not on the spec documents: the trunk is then the same for any
   spec, so a new spec can branch from an existing trunk (config.experiment.trunk_from)."""
-  if os.path.exists(path):
+  if paths.exists(path):
     return tok_lib.load(path)
 
   def texts():  # the small set first: the trainer reads at most max_texts texts

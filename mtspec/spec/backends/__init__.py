@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtspec import paths
 from mtspec.spec.backends.base import Backend, GenerationError, Task
 
 NAMES = ('template', 'anthropic', 'openai')
@@ -34,7 +35,7 @@ def make(name: str, cache_dir: str | Path, batch: bool = False, **http_options) 
   else:
     raise ValueError(f'unknown backend {name!r}; choose from {", ".join(NAMES)}')
   opts = {k: v for k, v in http_options.items() if v is not None}
-  http = client(Path(cache_dir) / f'requests-{name}.jsonl', **opts)
+  http = client(paths.join(cache_dir, f'requests-{name}.jsonl'), **opts)
   if batch:
     from mtspec.spec.backends.batch import BatchBackend
 
