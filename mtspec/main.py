@@ -27,11 +27,12 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   import jax
 
-  from mtspec import distributed, experiment, trainer, workdir  # after flag parsing
+  from mtspec import distributed, experiment, paths, trainer, workdir  # after flag parsing
 
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cfg = _CONFIG.value
   try:
+    paths.check_bucket(_WORKDIR.value, 'workdir')
     with workdir.lock(_WORKDIR.value, jax.process_index() == 0):
       if 'experiment' in cfg:
         tree = experiment.run_tree(cfg, _WORKDIR.value)

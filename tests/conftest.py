@@ -31,6 +31,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 # the workers finish together. (xdist's own --dist loadgroup does not group under pytest 9.)
 GROUPS = {'test_colabs.py': 'quick_toy_runs', 'test_toy_quick.py': 'quick_toy_runs'}
 LONGEST_FIRST = (
+  'test_gcs.py',
   'quick_toy_runs',
   'test_multihost.py',
   'test_stages.py',
