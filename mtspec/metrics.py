@@ -57,7 +57,7 @@ def _summary_writer_class():
   if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
     sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError
     try:
-      pass
+      import tensorboardX  # noqa: F401
     finally:
       del sys.modules['torch']
   from tensorboardX import SummaryWriter
