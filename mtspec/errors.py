@@ -3,3 +3,11 @@
 
 class ConfigError(ValueError):
   """A config key has a bad value; the message names the key."""
+
+
+class NotWritable(RuntimeError):
+  """A folder the run must write (workdir, checkpoints) refuses writes; the message names it."""
+
+
+class CheckpointWriteError(RuntimeError):
+  """Saving a checkpoint failed (in the background or not); the message names the directory."""

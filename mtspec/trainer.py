@@ -26,6 +26,7 @@ from mtspec import step as step_lib
 from mtspec.checkpoint import (
   Checkpointer,
   checkpoint_params,  # noqa: F401
+  ensure_writable,
   restore_from_path,
 )
 from mtspec.data import setup as data_setup
@@ -60,6 +61,7 @@ class Run:
   def __init__(self, cfg, workdir: str):
     config_lib.validate(cfg)
     self.cfg, self.workdir = cfg, workdir
+    ensure_writable(workdir, os.path.join(workdir, 'checkpoints'))
     self.name = cfg.get('run_name') or os.path.basename(os.path.normpath(workdir))
     self.plan = phases_lib.plan(cfg)
     self.total_steps = phases_lib.total_steps(self.plan)
@@ -252,6 +254,7 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
         check(*pending)  # the previous step's loss, read while this step runs
       done = s + 1
       pending = (step_metrics, done, phase.name)
+      run.checkpointer.check()  # a failed background write stops the run now
       throughput.step(step_metrics)
       bar.update(1)
       if profile and done == profile[1]:
