@@ -3,12 +3,15 @@
 Saves are asynchronous: the arrays are copied off the device and written in the background
 while training continues. The data state is snapshotted at call time, one file per process.
 
-A folder that refuses writes ends the run with one line that names it: checked before the
-run starts, and at every save, background writes included.
+Faults end a run with one line that names the path: a folder that refuses writes (checked
+before the run starts, and at every save, background writes included), a damaged checkpoint.
+A run resumes from its newest intact checkpoint; damaged newer ones are moved aside to
+<step>.damaged (nothing is deleted), so that training can save those steps again.
 """
 
 import json
 import os
+import sys
 import threading
 
 import grain
@@ -18,7 +21,10 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mtspec import train_state
-from mtspec.errors import CheckpointWriteError, NotWritable
+from mtspec.errors import CheckpointWriteError, DamagedCheckpoint, NotWritable
+
+ITEMS = ('state', 'data', 'meta')
+_ITEM_JSON = {'state': 'state/_METADATA', 'meta': 'meta/metadata'}  # what reading each needs
 
 
 class _DataStateSnapshot:
@@ -39,6 +45,19 @@ def _reason(e: BaseException) -> str:
   return (lines[0] if lines else type(e).__name__)[:300]
 
 
+def _quiet_closed_loop(report, default=sys.unraisablehook):
+  if not (isinstance(report.exc_value, RuntimeError) and 'loop is closed' in str(report.exc_value)):
+    default(report)
+
+
+def _unreadable(e: BaseException) -> str:
+  """_reason for a failed read. TensorStore reads still in flight when orbax gives up report
+  to its closed event loop ("Event loop is closed" tracebacks after the one-line error);
+  from here on, those reports are dropped."""
+  sys.unraisablehook = _quiet_closed_loop
+  return _reason(e)
+
+
 def ensure_writable(*directories: str):
   """Creates each folder and writes a probe file there: a folder that refuses writes stops
   the run before data preparation and compilation, not at its first save."""
@@ -51,6 +70,57 @@ def ensure_writable(*directories: str):
       probe.unlink()
     except Exception as e:  # OSError locally; the storage client's own errors on gs://
       raise NotWritable(f'{directory} is not a writable folder: {_reason(e)}') from None
+
+
+def _json_problem(path: epath.Path) -> str | None:
+  try:
+    text = path.read_text()
+  except FileNotFoundError:
+    return 'is missing'
+  except OSError as e:
+    return f'cannot be read ({_reason(e)})'
+  if not text.strip():
+    return 'is empty'
+  try:
+    json.loads(text)
+  except ValueError:
+    return 'is not valid JSON (cut short?)'
+  return None
+
+
+def damage(step_dir: str, items=ITEMS) -> str | None:
+  """What is wrong with a checkpoint's files (`items` must be there), or None if they look
+  whole. Array bytes are checked only by reading them (restore)."""
+  d = epath.Path(step_dir)
+  if not d.is_dir():
+    return 'it is not a directory'
+  for item in items:
+    if not (d / item).is_dir():
+      return f'its {item}/ item is missing'
+  files = [_ITEM_JSON[item] for item in items if item in _ITEM_JSON]
+  if tuple(items) == ITEMS:  # a run's own checkpoint: orbax finalizes it with this file
+    files.append('_CHECKPOINT_METADATA')
+  if 'data' in items:
+    data_files = [f'data/{p.name}' for p in (d / 'data').glob('*.json')]
+    if not data_files:
+      return 'its data/ item holds no iterator state'
+    files += data_files
+  for f in files:
+    if problem := _json_problem(d / f):
+      return f'{f} {problem}'
+  return None
+
+
+def _saved_tree(ckptr, step_dir: str, what: str):
+  """The saved state's tree metadata; DamagedCheckpoint (naming `what`) if unreadable."""
+  try:
+    metadata = ckptr.metadata(os.path.join(step_dir, 'state'))
+    tree = metadata.item_metadata.tree if metadata.item_metadata is not None else None
+  except Exception as e:
+    raise DamagedCheckpoint(f'{what}: its state could not be read: {_unreadable(e)}') from None
+  if tree is None:
+    raise DamagedCheckpoint(f'{what}: state/ holds no saved train state')
+  return tree
 
 
 class Checkpointer:
@@ -124,13 +194,70 @@ class Checkpointer:
     finally:
       self._pending = None
 
-  def restore(self, step: int, abstract_state, data_iterator=None):
-    """Restores onto the shardings carried by `abstract_state` (any mesh)."""
-    args = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
-    if data_iterator is not None:
-      args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-    return restored['state'], restored['meta']
+  def restore_latest(self, abstract_state):
+    """(step, state, meta) of the newest intact checkpoint; None if there is none yet.
+
+    Restores onto the shardings carried by `abstract_state` (any mesh). A damaged newer
+    checkpoint is reported (step, path, what is wrong) and, once an older one has restored,
+    moved aside to <step>.damaged. If none is intact, DamagedCheckpoint names them all and
+    nothing is moved.
+    """
+    skipped = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      problem = damage(self.step_dir(step))
+      if problem is None:
+        try:
+          restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+          )
+        except Exception as e:
+          problem = f'it could not be read: {_unreadable(e)}'
+      if problem is None:
+        self._set_aside(skipped)
+        return step, restored['state'], restored['meta']
+      _say(f'checkpoint step {step} is damaged ({self.step_dir(step)}): {problem}')
+      skipped.append((step, problem))
+    if skipped:
+      raise DamagedCheckpoint(
+        f'no intact checkpoint under {self.directory} (nothing was moved or deleted): '
+        + '; '.join(f'step {s}: {p}' for s, p in skipped)
+      )
+    return None
+
+  def restore_data(self, step: int, data_iterator):
+    """Positions `data_iterator` where it was when `step` was saved."""
+    try:
+      self.manager.restore(
+        step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator))
+      )
+    except Exception as e:
+      raise DamagedCheckpoint(
+        f'checkpoint step {step} is damaged ({self.step_dir(step)}): its data iterator '
+        f'state could not be read: {_unreadable(e)}'
+      ) from e
+
+  def _set_aside(self, skipped):
+    """Moves damaged checkpoints to <step>.damaged[.n], out of orbax's sight."""
+    if not skipped:
+      return
+    moved = []
+    if jax.process_index() == 0:
+      for step, _ in skipped:
+        src = epath.Path(self.step_dir(step))
+        dst, n = src.with_name(f'{step}.damaged'), 1
+        while dst.exists():
+          dst, n = src.with_name(f'{step}.damaged.{n}'), n + 1
+        src.rename(dst)
+        moved.append(f'step {step} to {dst}')
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes('mtspec_checkpoint_set_aside')
+    self.manager.reload()
+    _say(
+      f'resuming from checkpoint step {self.latest_step()}; moved the damaged {", ".join(moved)}'
+    )
 
   def close(self, timeout_s: float = 60.0):
     """Closes the manager; a write still running after timeout_s is left to finish on its
@@ -168,22 +295,27 @@ def load_params(directory: str, step: int | None = None):
   if not steps:
     raise FileNotFoundError(f'no checkpoint under {directory}')
   step = steps[-1] if step is None else step
-  state_dir = os.path.join(directory, str(step), 'state')
-  if step not in steps or not os.path.isdir(state_dir):
+  step_dir = os.path.join(directory, str(step))
+  if step not in steps or not os.path.isdir(os.path.join(step_dir, 'state')):
     raise FileNotFoundError(
       f'no checkpoint at step {step} under {directory} (steps there: {", ".join(map(str, steps))})'
     )
+  if problem := damage(step_dir, items=('state',)):
+    raise DamagedCheckpoint(f'checkpoint {step_dir} is damaged: {problem}')
   with ocp.PyTreeCheckpointer() as ckptr:
-    saved = ckptr.metadata(state_dir).item_metadata.tree
+    saved = _saved_tree(ckptr, step_dir, f'checkpoint {step_dir}')
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
-    state = ckptr.restore(
-      state_dir,
-      args=ocp.args.PyTreeRestore(
-        item={'params': saved['params']},
-        restore_args={'params': as_numpy['params']},
-        partial_restore=True,
-      ),
-    )
+    try:
+      state = ckptr.restore(
+        os.path.join(step_dir, 'state'),
+        args=ocp.args.PyTreeRestore(
+          item={'params': saved['params']},
+          restore_args={'params': as_numpy['params']},
+          partial_restore=True,
+        ),
+      )
+    except Exception as e:
+      raise DamagedCheckpoint(f'checkpoint {step_dir} could not be read: {_unreadable(e)}') from e
   return state['params'], step
 
 
@@ -203,37 +335,37 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
   The target carries this run's shardings, so the mesh may differ from the one that saved.
   Returns (restored subtree, the checkpoint's lineage meta).
   """
-  state_dir = os.path.join(step_dir, 'state')
-  if not os.path.isdir(state_dir):
+  what = f'init.checkpoint={step_dir!r}'
+  if not os.path.isdir(os.path.join(step_dir, 'state')):
     raise FileNotFoundError(
-      f'init.checkpoint={step_dir!r}: no checkpoint there (expected a '
-      f'step directory such as <run>/checkpoints/<step> with a state/ '
-      f'folder)'
+      f'{what}: no checkpoint there (expected a step directory such as '
+      f'<run>/checkpoints/<step> with a state/ folder)'
     )
+  meta_file = epath.Path(step_dir) / 'meta' / 'metadata'
+  if problem := damage(step_dir, items=('state', 'meta') if meta_file.exists() else ('state',)):
+    raise DamagedCheckpoint(f'{what} is a damaged checkpoint: {problem}')
   keys = ('params',) if mode == 'params' else ('params', 'opt_state')
   target = {k: abstract_state[k] for k in keys}
   with ocp.PyTreeCheckpointer() as ckptr:
-    saved = ckptr.metadata(state_dir).item_metadata.tree
-    saved_shapes = _shapes(saved.get('params', {}))
+    saved_shapes = _shapes(_saved_tree(ckptr, step_dir, what).get('params', {}))
     for name, shape in _shapes(target['params']).items():
       if name not in saved_shapes:
-        raise ValueError(f'init.checkpoint={step_dir!r}: parameter {name} is missing there')
+        raise ValueError(f'{what}: parameter {name} is missing there')
       if saved_shapes[name] != shape:
         raise ValueError(
-          f'init.checkpoint={step_dir!r}: parameter {name} has shape '
+          f'{what}: parameter {name} has shape '
           f'{saved_shapes[name]} in the checkpoint but {shape} in this model'
         )
-    restored = ckptr.restore(
-      state_dir,
-      args=ocp.args.PyTreeRestore(
-        item=target,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True,
-      ),
-    )
-  meta = {}
-  meta_file = os.path.join(step_dir, 'meta', 'metadata')
-  if os.path.exists(meta_file):
-    with open(meta_file) as f:
-      meta = json.load(f)
+    try:
+      restored = ckptr.restore(
+        os.path.join(step_dir, 'state'),
+        args=ocp.args.PyTreeRestore(
+          item=target,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True,
+        ),
+      )
+    except Exception as e:
+      raise DamagedCheckpoint(f'{what} could not be read: {_unreadable(e)}') from e
+  meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
   return restored, meta

@@ -1,7 +1,7 @@
 """Command line: python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/run
 
-Exit status: 0 done; 2 a bad config, input or workdir (unwritable, in use); 3 a non-finite
-loss; 4 a checkpoint write failed.
+Exit status: 0 done; 2 a bad config, input or workdir (unwritable, in use, a damaged
+checkpoint that cannot be fallen back from); 3 a non-finite loss; 4 a checkpoint write failed.
 """
 
 import sys
@@ -59,6 +59,7 @@ def main(argv):
     ValueError,
     workdir.WorkdirInUse,
     errors.NotWritable,
+    errors.DamagedCheckpoint,
   ) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -91,10 +91,12 @@ class Run:
     return data_setup.phase_batches(self.cfg, self.sources, self.tokenizer, phase)
 
   def start(self) -> Start:
-    """Resumes from this run's latest checkpoint, or starts afresh from config `init`."""
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      return self._resume(latest)
+    """Resumes from this run's newest intact checkpoint, or starts afresh from config `init`."""
+    target = train_state.abstract_state(
+      self.optimizer, self.trained.abstract, self.trained.shardings
+    )
+    if found := self.checkpointer.restore_latest(target):
+      return self._resume(*found)
     origin = self._origin()
     base = None
     if self.trained.lora:
@@ -111,18 +113,14 @@ class Run:
     phase = self.plan[0]
     return Start(state, 0, phase, self.batches(phase), origin.parent, origin.ancestors, base)
 
-  def _resume(self, latest: int) -> Start:
+  def _resume(self, step: int, state: dict, meta: dict) -> Start:
     base = self._frozen_base(self._origin()) if self.trained.lora else None
-    phase = phases_lib.phase_at(self.plan, latest)
+    phase = phases_lib.phase_at(self.plan, step)
     batches = self.batches(phase)
-    # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
-    data_state = batches if latest > phase.start else None
-    target = train_state.abstract_state(
-      self.optimizer, self.trained.abstract, self.trained.shardings
-    )
-    state, meta = self.checkpointer.restore(latest, target, data_state)
-    parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
-    return Start(state, latest, phase, batches, parent, meta.get('ancestors', []), base)
+    if step > phase.start:  # at a boundary the next phase starts a fresh stream
+      self.checkpointer.restore_data(step, batches)
+    parent = {'path': self.checkpointer.step_dir(step), 'step': step}
+    return Start(state, step, phase, batches, parent, meta.get('ancestors', []), base)
 
   def _origin(self) -> _Origin:
     """The params a fresh run starts from: a Hugging Face model, a checkpoint, or none."""

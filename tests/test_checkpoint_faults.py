@@ -1,15 +1,17 @@
-"""Faults on long runs: checkpoint folders that refuse writes. Real runs in subprocesses (a
-hang meets their timeout).
+"""Faults on long runs: checkpoint folders that refuse writes, damaged checkpoints. Real runs
+in subprocesses (a hang meets their timeout).
 
 Refused writes are real: the tests run as root, where chmod stops nothing, so a folder is
 made immutable (chattr +i) or the checkpoint folder's path is taken by a regular file.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import ROOT, run_module
 
@@ -17,6 +19,9 @@ from mtspec import checkpoint
 from mtspec.errors import CheckpointWriteError
 
 CMD = ['-m', 'mtspec.main', '--config=configs/lm.py:tiny']
+# checkpoints every 20 steps, metrics every 5 (the tiny config); all five checkpoints kept
+FLAGS = ['--config.phases.train.steps=100', '--config.train.keep_ckpts=5']
+STEPS = [20, 40, 60, 80, 100]
 
 
 def _main(workdir, *flags, timeout=120):
@@ -115,3 +120,99 @@ def test_a_background_write_that_fails_is_raised_by_the_next_check(tmp_path):
     start = time.time()
     ckpt.close()
     assert time.time() - start < 10
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """An uninterrupted run of 100 steps (checkpoints at 20, 40, ..., 100)."""
+  workdir = tmp_path_factory.mktemp('faults') / 'finished'
+  proc = _main(workdir, *FLAGS)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def _copy(finished, workdir):
+  shutil.copytree(finished, workdir)
+  return workdir / 'checkpoints'
+
+
+def _truncate_a_data_file(step_dir):
+  data = [os.path.join(root, f) for root, _, files in os.walk(step_dir / 'state') for f in files]
+  biggest = max((p for p in data if f'{os.sep}d{os.sep}' in p), key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(1000)
+
+
+def test_damaged_checkpoints_are_named_and_the_run_resumes_from_the_newest_intact(
+  finished, tmp_path
+):
+  ckpts = _copy(finished, tmp_path / 'run')
+  _truncate_a_data_file(ckpts / '100')
+  shutil.rmtree(ckpts / '80' / 'state')
+  (ckpts / '60' / 'meta' / 'metadata').write_text('')
+  (ckpts / '40' / 'state' / '_METADATA').write_text('')
+  proc = _main(tmp_path / 'run', *FLAGS)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  for step, what in [
+    (100, 'it could not be read: OUT_OF_RANGE'),
+    (80, 'its state/ item is missing'),
+    (60, 'meta/metadata is empty'),
+    (40, 'state/_METADATA is empty'),
+  ]:
+    assert f'checkpoint step {step} is damaged ({ckpts}/{step}): {what}' in out, out
+    assert (ckpts / f'{step}.damaged').is_dir()  # moved aside, not deleted
+  assert 'resuming from checkpoint step 20; moved the damaged step 100' in out, out
+  assert sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) == STEPS
+
+  want = checkpoint.checkpoint_params(str(finished))
+  got = checkpoint.checkpoint_params(str(tmp_path / 'run'))
+  assert want.keys() == got.keys()
+  for (name, a), (_, b) in zip(sorted(_flat(want)), sorted(_flat(got))):
+    np.testing.assert_array_equal(a, b, err_msg=name)  # bit-identical
+
+
+def _flat(tree, prefix=''):
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      yield from _flat(v, f'{prefix}{k}.')
+  else:
+    yield prefix, np.asarray(tree)
+
+
+def test_with_no_intact_checkpoint_the_run_stops_and_changes_nothing(finished, tmp_path):
+  ckpts = _copy(finished, tmp_path / 'run')
+  for step in STEPS:
+    (ckpts / str(step) / '_CHECKPOINT_METADATA').write_text('{"item_handlers": ')
+  before = sorted(os.listdir(ckpts))
+  proc = _main(tmp_path / 'run', *FLAGS)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = _last_line(proc.stderr)
+  assert line.startswith(f'error: no intact checkpoint under {ckpts} (nothing was moved')
+  for step in STEPS:
+    assert f'step {step}: _CHECKPOINT_METADATA is not valid JSON' in line
+  assert 'Traceback' not in proc.stderr
+  assert sorted(os.listdir(ckpts)) == before
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'not a checkpoint'])
+def test_a_damaged_init_checkpoint_is_one_error_naming_it(finished, tmp_path, kind):
+  bad = tmp_path / 'bad'
+  if kind == 'truncated':
+    shutil.copytree(finished / 'checkpoints' / '100', bad)
+    _truncate_a_data_file(bad)
+    what = 'could not be read: OUT_OF_RANGE'
+  else:
+    (bad / 'state').mkdir(parents=True)
+    (bad / 'state' / 'notes.txt').write_text('not orbax')
+    what = 'is a damaged checkpoint: state/_METADATA is missing'
+  proc = _main(
+    tmp_path / 'run',
+    f'--config.init.checkpoint={bad}',
+    f'--config.data.tfds_data_dir={finished}/data',  # no corpus to build
+    f'--config.data.tokenizer={finished}/tokenizer.model',
+    timeout=60,
+  )
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _last_line(proc.stderr).startswith(f"error: init.checkpoint='{bad}' {what}")
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
