@@ -10,7 +10,9 @@ A run resumes from its newest intact checkpoint; damaged newer ones are moved as
 """
 
 import json
+import logging
 import os
+import re
 import sys
 import threading
 
@@ -45,17 +47,45 @@ def _reason(e: BaseException) -> str:
   return (lines[0] if lines else type(e).__name__)[:300]
 
 
-def _quiet_closed_loop(report, default=sys.unraisablehook):
-  if not (isinstance(report.exc_value, RuntimeError) and 'loop is closed' in str(report.exc_value)):
-    default(report)
+def _left_behind(e: BaseException | None) -> bool:
+  """An error of the reads a failed restore left running: raised in orbax, a TensorStore
+  status never raised in Python, or their callback into orbax's closed event loop."""
+  if e is None:
+    return False
+  if e.__traceback__ is None and re.match(r'[A-Z_]+: ', str(e)):
+    return True
+  if 'Event loop is closed' in str(e):
+    return True
+  while e is not None:
+    tb = e.__traceback__
+    while tb is not None:
+      if '/orbax/' in tb.tb_frame.f_code.co_filename:
+        return True
+      tb = tb.tb_next
+    e = e.__cause__ or e.__context__
+  return False
 
 
-def _unreadable(e: BaseException) -> str:
-  """_reason for a failed read. TensorStore reads still in flight when orbax gives up report
-  to its closed event loop ("Event loop is closed" tracebacks after the one-line error);
-  from here on, those reports are dropped."""
-  sys.unraisablehook = _quiet_closed_loop
-  return _reason(e)
+def _not_left_behind(record) -> bool:
+  return not (record.exc_info and _left_behind(record.exc_info[1]))
+
+
+def _quiet_reads_left_behind():
+  """A restore that fails leaves its other reads running; their errors surface later, as
+  tracebacks around the one-line error: reported to orbax's closed event loop, raised in its
+  coroutines as those are collected, logged by asyncio as never retrieved. From here on,
+  those reports (only those) are dropped."""
+  logging.getLogger('asyncio').addFilter(_not_left_behind)
+  hook = sys.unraisablehook
+  if getattr(hook, 'quiet_reads_left_behind', False):
+    return
+
+  def quiet(report):
+    if not _left_behind(report.exc_value):
+      hook(report)
+
+  quiet.quiet_reads_left_behind = True
+  sys.unraisablehook = quiet
 
 
 def ensure_writable(*directories: str):
@@ -117,9 +147,9 @@ def _saved_tree(ckptr, step_dir: str, what: str):
     metadata = ckptr.metadata(os.path.join(step_dir, 'state'))
     tree = metadata.item_metadata.tree if metadata.item_metadata is not None else None
   except Exception as e:
-    raise DamagedCheckpoint(f'{what}: its state could not be read: {_unreadable(e)}') from None
+    raise DamagedCheckpoint(f'{what}: its state could not be read: {_reason(e)}') from None
   if tree is None:
-    raise DamagedCheckpoint(f'{what}: state/ holds no saved train state')
+    raise DamagedCheckpoint(f'{what}: state/ holds no readable train state')
   return tree
 
 
@@ -202,6 +232,7 @@ class Checkpointer:
     moved aside to <step>.damaged. If none is intact, DamagedCheckpoint names them all and
     nothing is moved.
     """
+    _quiet_reads_left_behind()
     skipped = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       problem = damage(self.step_dir(step))
@@ -214,7 +245,7 @@ class Checkpointer:
             ),
           )
         except Exception as e:
-          problem = f'it could not be read: {_unreadable(e)}'
+          problem = f'it could not be read: {_reason(e)}'
       if problem is None:
         self._set_aside(skipped)
         return step, restored['state'], restored['meta']
@@ -229,6 +260,7 @@ class Checkpointer:
 
   def restore_data(self, step: int, data_iterator):
     """Positions `data_iterator` where it was when `step` was saved."""
+    _quiet_reads_left_behind()
     try:
       self.manager.restore(
         step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator))
@@ -236,7 +268,7 @@ class Checkpointer:
     except Exception as e:
       raise DamagedCheckpoint(
         f'checkpoint step {step} is damaged ({self.step_dir(step)}): its data iterator '
-        f'state could not be read: {_unreadable(e)}'
+        f'state could not be read: {_reason(e)}'
       ) from e
 
   def _set_aside(self, skipped):
@@ -302,6 +334,7 @@ def load_params(directory: str, step: int | None = None):
     )
   if problem := damage(step_dir, items=('state',)):
     raise DamagedCheckpoint(f'checkpoint {step_dir} is damaged: {problem}')
+  _quiet_reads_left_behind()
   with ocp.PyTreeCheckpointer() as ckptr:
     saved = _saved_tree(ckptr, step_dir, f'checkpoint {step_dir}')
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
@@ -315,7 +348,7 @@ def load_params(directory: str, step: int | None = None):
         ),
       )
     except Exception as e:
-      raise DamagedCheckpoint(f'checkpoint {step_dir} could not be read: {_unreadable(e)}') from e
+      raise DamagedCheckpoint(f'checkpoint {step_dir} could not be read: {_reason(e)}') from e
   return state['params'], step
 
 
@@ -346,6 +379,7 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
     raise DamagedCheckpoint(f'{what} is a damaged checkpoint: {problem}')
   keys = ('params',) if mode == 'params' else ('params', 'opt_state')
   target = {k: abstract_state[k] for k in keys}
+  _quiet_reads_left_behind()
   with ocp.PyTreeCheckpointer() as ckptr:
     saved_shapes = _shapes(_saved_tree(ckptr, step_dir, what).get('params', {}))
     for name, shape in _shapes(target['params']).items():
@@ -366,6 +400,6 @@ def restore_from_path(step_dir: str, abstract_state: dict, mode: str):
         ),
       )
     except Exception as e:
-      raise DamagedCheckpoint(f'{what} could not be read: {_unreadable(e)}') from e
+      raise DamagedCheckpoint(f'{what} could not be read: {_reason(e)}') from e
   meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
   return restored, meta
