@@ -65,16 +65,50 @@ def _summary_writer_class():
   return SummaryWriter
 
 
-class MetricsWriter:
-  """Writes one JSON object per line and the same scalars as TensorBoard events."""
+def _row_step(line: str) -> int | None:
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None  # a line cut short by a killed process
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+def _drop_rows_after(path: str, step: int):
+  """Keeps the whole rows of metrics.jsonl up to `step`, rewriting the file through a
+  temporary one so that a reader sees the old file or the new one."""
+  with open(path) as f:
+    lines = f.readlines()
+  keep = [
+    line.rstrip('\n') + '\n' for line in lines if (s := _row_step(line)) is not None and s <= step
+  ]
+  if keep == lines:
+    return
+  tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
+  with open(tmp, 'w') as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
+class MetricsWriter:
+  """Writes one JSON object per line and the same scalars as TensorBoard events.
+
+  start_step: the step the run starts from. Rows an earlier attempt logged after it (it died
+  before its next checkpoint) are dropped from metrics.jsonl, and TensorBoard hides their
+  events (purge_step), so both show each step once.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    self.tb = _summary_writer_class()(os.path.join(workdir, 'tb'))
+    path = os.path.join(workdir, 'metrics.jsonl')
+    resumed = os.path.exists(path)
+    if resumed:
+      _drop_rows_after(path, start_step)
+    self.jsonl = open(path, 'a')
+    self.tb = _summary_writer_class()(
+      os.path.join(workdir, 'tb'), purge_step=start_step + 1 if resumed else None
+    )
 
   def write(self, step: int, scalars: dict):
     if not self.enabled:

@@ -224,7 +224,7 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   start = run.start()
   state, phase, batches, parent = start.state, start.phase, start.batches, start.parent
   profile = tuple(cfg.get('profile_steps', ()))
-  writer = metrics_lib.MetricsWriter(workdir, enabled=primary)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=primary, start_step=start.step)
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
   flops_tok = model_lib.flops_per_token(cfg.model, t.seq_len)
   throughput = _Throughput(t.batch_size * t.seq_len)
