@@ -1,11 +1,15 @@
-"""Command line: python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/run"""
+"""Command line: python -m mtspec.main --config=configs/lm.py:small --workdir=/tmp/run
+
+Exit status: 0 done; 2 a bad config, input or workdir (unwritable, in use, a damaged
+checkpoint that cannot be fallen back from); 3 a non-finite loss; 4 a checkpoint write failed.
+"""
 
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtspec import cli
+from mtspec import cli, errors
 from mtspec import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,17 +26,26 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', -1, "This process's index in th
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _without_orbax_tracebacks(record) -> bool:
+  if '/orbax/' in record.pathname:
+    record.exc_info = record.exc_text = None
+  return True
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  # orbax logs a failed background write with its tracebacks; the run ends with their cause
+  logging.get_absl_handler().addFilter(_without_orbax_tracebacks)
   import jax
 
-  from mtspec import distributed, experiment, paths, trainer, workdir  # after flag parsing
+  from mtspec import checkpoint, distributed, experiment, paths, trainer, workdir  # after flags
 
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cfg = _CONFIG.value
   try:
     paths.check_bucket(_WORKDIR.value, 'workdir')
+    checkpoint.ensure_writable(_WORKDIR.value)  # the lock file goes there first
     with workdir.lock(_WORKDIR.value, jax.process_index() == 0):
       if 'experiment' in cfg:
         tree = experiment.run_tree(cfg, _WORKDIR.value)
@@ -41,12 +54,22 @@ def main(argv):
         print(f'experiment summary: {_WORKDIR.value}/experiment.json')
         return
       result = trainer.train(cfg, _WORKDIR.value)
-  except (config_lib.ConfigError, FileNotFoundError, ValueError, workdir.WorkdirInUse) as e:
+  except (
+    config_lib.ConfigError,
+    FileNotFoundError,
+    ValueError,
+    workdir.WorkdirInUse,
+    errors.NotWritable,
+    errors.DamagedCheckpoint,
+  ) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except trainer.NonFiniteLoss as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)
+  except errors.CheckpointWriteError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(4)
   m = result['last_metrics']
   print(
     f'done: {result["run"]} step {result["step"]} loss {m.get("loss", float("nan")):.4f} '

@@ -59,7 +59,7 @@ def _summary_writer_class():
   if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
     sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError
     try:
-      pass
+      import tensorboardX  # noqa: F401
     finally:
       del sys.modules['torch']
   from tensorboardX import SummaryWriter
@@ -67,16 +67,45 @@ def _summary_writer_class():
   return SummaryWriter
 
 
-class MetricsWriter:
-  """Writes one JSON object per line and the same scalars as TensorBoard events."""
+def _row_step(line: str) -> int | None:
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None  # a line cut short by a killed process
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+def _drop_rows_after(path: str, step: int):
+  """Keeps the whole rows of metrics.jsonl up to `step`, rewriting the file atomically
+  (paths.write_text), so that a reader sees the old file or the new one."""
+  lines = paths.read_text(path).splitlines(keepends=True)
+  keep = [
+    line.rstrip('\n') + '\n' for line in lines if (s := _row_step(line)) is not None and s <= step
+  ]
+  if keep != lines:
+    paths.write_text(path, ''.join(keep))
+
+
+class MetricsWriter:
+  """Writes one JSON object per line and the same scalars as TensorBoard events.
+
+  start_step: the step the run starts from. Rows an earlier attempt logged after it (it died
+  before its next checkpoint) are dropped from metrics.jsonl, and TensorBoard hides their
+  events (purge_step), so both show each step once.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
     paths.makedirs(workdir)
-    self.jsonl = paths.Appender(os.path.join(workdir, 'metrics.jsonl'))
-    self.tb = _summary_writer_class()(os.path.join(workdir, 'tb'))
+    path = os.path.join(workdir, 'metrics.jsonl')
+    resumed = paths.exists(path)
+    if resumed:
+      _drop_rows_after(path, start_step)
+    self.jsonl = paths.Appender(path)
+    self.tb = _summary_writer_class()(
+      os.path.join(workdir, 'tb'), purge_step=start_step + 1 if resumed else None
+    )
 
   def write(self, step: int, scalars: dict):
     if not self.enabled:

@@ -242,16 +242,27 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax and tfds warn about nothing worth reading
-  from mtspec import config as config_lib
+  from mtspec import config as config_lib, errors
   from mtspec.spec.contamination import ContaminationError
   from mtspec.workdir import WorkdirInUse
   from mtspec.world.schema import WorldError
 
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except (config_lib.ConfigError, WorldError, FileNotFoundError, ValueError, WorkdirInUse) as e:
+  except (
+    config_lib.ConfigError,
+    WorldError,
+    FileNotFoundError,
+    ValueError,
+    WorkdirInUse,
+    errors.NotWritable,
+    errors.DamagedCheckpoint,
+  ) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except errors.CheckpointWriteError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(4)
   except ContaminationError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)

@@ -25,6 +25,7 @@ from mtspec import step as step_lib
 from mtspec.checkpoint import (
   Checkpointer,
   checkpoint_params,  # noqa: F401
+  ensure_writable,
   restore_from_path,
 )
 from mtspec.data import setup as data_setup
@@ -59,6 +60,7 @@ class Run:
   def __init__(self, cfg, workdir: str):
     config_lib.validate(cfg)
     self.cfg, self.workdir = cfg, workdir
+    ensure_writable(workdir, os.path.join(workdir, 'checkpoints'))
     self.name = cfg.get('run_name') or os.path.basename(os.path.normpath(workdir))
     self.plan = phases_lib.plan(cfg)
     self.total_steps = phases_lib.total_steps(self.plan)
@@ -88,10 +90,12 @@ class Run:
     return data_setup.phase_batches(self.cfg, self.sources, self.tokenizer, phase)
 
   def start(self) -> Start:
-    """Resumes from this run's latest checkpoint, or starts afresh from config `init`."""
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      return self._resume(latest)
+    """Resumes from this run's newest intact checkpoint, or starts afresh from config `init`."""
+    target = train_state.abstract_state(
+      self.optimizer, self.trained.abstract, self.trained.shardings
+    )
+    if found := self.checkpointer.restore_latest(target):
+      return self._resume(*found)
     origin = self._origin()
     base = None
     if self.trained.lora:
@@ -108,18 +112,14 @@ class Run:
     phase = self.plan[0]
     return Start(state, 0, phase, self.batches(phase), origin.parent, origin.ancestors, base)
 
-  def _resume(self, latest: int) -> Start:
+  def _resume(self, step: int, state: dict, meta: dict) -> Start:
     base = self._frozen_base(self._origin()) if self.trained.lora else None
-    phase = phases_lib.phase_at(self.plan, latest)
+    phase = phases_lib.phase_at(self.plan, step)
     batches = self.batches(phase)
-    # At a boundary the next phase starts a fresh stream; inside a phase, restore it.
-    data_state = batches if latest > phase.start else None
-    target = train_state.abstract_state(
-      self.optimizer, self.trained.abstract, self.trained.shardings
-    )
-    state, meta = self.checkpointer.restore(latest, target, data_state)
-    parent = {'path': self.checkpointer.step_dir(latest), 'step': latest}
-    return Start(state, latest, phase, batches, parent, meta.get('ancestors', []), base)
+    if step > phase.start:  # at a boundary the next phase starts a fresh stream
+      self.checkpointer.restore_data(step, batches)
+    parent = {'path': self.checkpointer.step_dir(step), 'step': step}
+    return Start(state, step, phase, batches, parent, meta.get('ancestors', []), base)
 
   def _origin(self) -> _Origin:
     """The params a fresh run starts from: a Hugging Face model, a checkpoint, or none."""
@@ -223,7 +223,7 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
   start = run.start()
   state, phase, batches, parent = start.state, start.phase, start.batches, start.parent
   profile = tuple(cfg.get('profile_steps', ()))
-  writer = metrics_lib.MetricsWriter(workdir, enabled=primary)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=primary, start_step=start.step)
   peak, peak_source = metrics_lib.peak_flops_per_device(cfg.model.dtype, t.peak_flops)
   flops_tok = model_lib.flops_per_token(cfg.model, t.seq_len)
   throughput = _Throughput(t.batch_size * t.seq_len)
@@ -251,6 +251,7 @@ def train(cfg, workdir: str, show_progress: bool = True, progress_position: int 
         check(*pending)  # the previous step's loss, read while this step runs
       done = s + 1
       pending = (step_metrics, done, phase.name)
+      run.checkpointer.check()  # a failed background write stops the run now
       throughput.step(step_metrics)
       bar.update(1)
       if profile and done == profile[1]:
