@@ -242,7 +242,8 @@ def _run(cfg, workdir: str, show_progress: bool) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax and tfds warn about nothing worth reading
-  from mtspec import config as config_lib, errors
+  from mtspec import config as config_lib
+  from mtspec import errors
   from mtspec.spec.contamination import ContaminationError
   from mtspec.workdir import WorkdirInUse
   from mtspec.world.schema import WorldError
