@@ -101,7 +101,8 @@ def test_request_cache_is_keyed_by_prompt_hash(tmp_path, monkeypatch):
     again = backends.make('openai', tmp_path / 'cache', **FAST)
     generate(spec, tmp_path, again, SMALL)
     assert len(srv.log) == sent  # nothing re-sent
-    assert again.client.stats['cache_hits'] == sent
+    # one hit per distinct request (a request timed out and sent again is logged twice)
+    assert again.client.stats['cache_hits'] == len({e['sha'] for e in srv.log})
     assert outputs() == first
   # the cache key is the hash of the request body as the SDK sent it
   assert {e['sha'] for e in srv.log} == set(_jsonl_keys(tmp_path / 'cache/requests-openai.jsonl'))
