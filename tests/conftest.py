@@ -57,7 +57,6 @@ FAST_FILES = (
   'test_spec_batch.py',
   'test_spec_cli.py',
   'test_spec_contamination.py',
-  'test_spec_http.py',
   'test_spec_parse.py',
   'test_spec_prompts.py',
   'test_spec_sets.py',
